@@ -1,0 +1,37 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from hub import tenants_api, views
+
+router = DefaultRouter(trailing_slash="/?")
+router.register("tenants", tenants_api.TenantViewSet, basename="tenant")
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("login/", views.SignInView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("no-account/", views.no_account, name="no_account"),
+    path("accounts/switch/", views.switch_account, name="switch_account"),
+    path("settings/integrations/", views.integrations, name="integrations"),
+    path("settings/ticketing/", views.ticketing, name="ticketing"),
+    path("settings/billing/", views.billing, name="billing"),
+    path("settings/logs/", views.logs, name="logs"),
+    path("settings/tenants/", views.tenant_list, name="tenants"),
+    path("settings/tenants/new/", views.tenant_edit, name="tenant_new"),
+    path("settings/tenants/<int:pk>/", views.tenant_edit, name="tenant_edit"),
+    path("settings/tenants/<int:pk>/active/", views.tenant_set_active, name="tenant_set_active"),
+    path("settings/api-keys/", views.api_keys, name="api_keys"),
+    path("settings/api-keys/<int:pk>/revoke/", views.api_key_revoke, name="api_key_revoke"),
+    path("settings/system/", views.system, name="system"),
+    path("settings/system/ping/", views.system_ping, name="system_ping"),
+    path("settings/system/ping/<uuid:pk>/", views.system_ping_status, name="system_ping_status"),
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api_docs"),
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,75 @@
+"""Shared fixtures: the personas of DESIGN.md (admin, operator and support of account A, an
+outsider in account B, vendor staff), API clients, and strict `responses`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+import responses
+from rest_framework.test import APIClient
+
+from hub.tenancy import OPERATOR, SUPPORT
+from tests.factories import make_account, make_api_key, make_user
+
+# Playwright's sync API runs an event loop in the test thread; the ORM calls of the tests
+# themselves are still synchronous and safe.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+@dataclass
+class Personas:
+    account_a: object
+    account_b: object
+    admin: object
+    operator: object
+    support: object
+    outsider: object
+    staff: object
+
+
+@pytest.fixture
+def personas(db) -> Personas:
+    account_a = make_account("Acme IT")
+    account_b = make_account("Other MSP")
+    return Personas(
+        account_a=account_a,
+        account_b=account_b,
+        admin=make_user("alice@acme.example", account=account_a),
+        operator=make_user("olga@acme.example", account=account_a, role=OPERATOR),
+        support=make_user("sam@acme.example", account=account_a, role=SUPPORT),
+        outsider=make_user("charlie@other.example", account=account_b),
+        staff=make_user("vera@vendor.example", is_staff=True),
+    )
+
+
+@pytest.fixture
+def api_for(db):
+    """api_for(account, role="admin") -> an APIClient sending a fresh API key of that role."""
+
+    def make(account, role="admin"):
+        _, key = make_api_key(account, role=role)
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def page_client(client):
+    """page_client(user) -> Django's test client signed in as that user."""
+
+    def make(user):
+        client.force_login(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def mocked_responses():
+    """Strict `responses`: an unregistered request fails, and every registered one must be used."""
+    with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
+        yield mock
