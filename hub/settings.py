@@ -107,6 +107,10 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"] if
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 PSA_ALLOW_PRIVATE_HOSTS = env_bool("PSA_ALLOW_PRIVATE_HOSTS", False)
 PSA_HTTP_TIMEOUT = env_float("PSA_HTTP_TIMEOUT", 30.0)
+# The hub's own ConnectWise integration id (developer.connectwise.com), sent on every call.
+CONNECTWISE_CLIENT_ID = env_str("CONNECTWISE_CLIENT_ID")
+# Autotask zone discovery; a setting so tests can point it at a fake.
+AUTOTASK_ZONE_DISCOVERY_URL = env_str("AUTOTASK_ZONE_DISCOVERY_URL", "https://webservices.autotask.net/atservicesrest/")
 HUB_BASE_URL = env_str("HUB_BASE_URL", "http://127.0.0.1:8000").rstrip("/")
 # The first admin, made by `manage.py bootstrap_admin` (make run) when the hub has no admin yet.
 HUB_ADMIN_EMAIL = env_str("HUB_ADMIN_EMAIL", "admin@example.com")

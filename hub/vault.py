@@ -17,6 +17,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 SETTING = "HUB_ENCRYPTION_KEYS"
 SCHEME = "fernet"
+KEY_ID_MAX = 32  # integrations.Connection.credentials_key_id holds the id of a row's key
 
 
 class VaultError(Exception):
@@ -55,8 +56,11 @@ def parse_keys(raw: str) -> KeyRing:
         key_id = key_id.strip()
         if not sep or not key_id or not key.strip():
             raise VaultError(f"{SETTING} entry {position} is not of the form id:key.")
-        if not key_id.isalnum():
-            raise VaultError(f"{SETTING} entry {position}: the key id {key_id!r} must be letters and digits only.")
+        if not (key_id.isascii() and key_id.isalnum()) or len(key_id) > KEY_ID_MAX:
+            raise VaultError(
+                # Not echoed: a key written the wrong way round ("key:id") would be printed.
+                f"{SETTING} entry {position}: the key id must be up to {KEY_ID_MAX} letters and digits."
+            )
         if key_id in ids:
             raise VaultError(f"{SETTING} names the key id {key_id!r} twice.")
         try:

@@ -1,0 +1,50 @@
+"""The billing capability: read a tenant's billed quantity in the PSA and set it.
+
+The billing service plans (read, compare) and applies (write only what differs). A line is
+where one tenant's count for one product lives: a ConnectWise agreement addition, an Autotask
+recurring-service contract service, a Halo software licence. Business rules that stop a
+tenant (two agreements with the product, a future-dated contract, a duplicate service...)
+raise BlockedError with the exact message the seeds give.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class BillingTarget:
+    """Where a tenant's units go, as mapped on the billing page."""
+
+    company_id: str
+    product_id: str  # ConnectWise catalog item / Autotask service / Halo item
+    agreement_id: str = ""  # ConnectWise agreement / Autotask contract
+    line_id: str = ""  # Halo licence (or a known addition / contract service)
+    name: str = ""  # for new lines (Halo licence name)
+    description: str = ""  # invoice description override
+    unit_price: str = ""  # optional overrides (decimal strings)
+    unit_cost: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BillingLine:
+    """The PSA's current state of a target: None line_id means it does not exist yet."""
+
+    line_id: str | None
+    quantity: int
+    label: str = ""  # e.g. "Agreement “Managed Security” / Addition 901"
+
+
+class BillingAdapter(ABC):
+    @abstractmethod
+    def read_line(self, target: BillingTarget) -> BillingLine:
+        """Current quantity of the target's line (0 with line_id None when missing).
+        Raises BlockedError for the seeds' business rules, NotFoundError when the mapped
+        agreement/contract/licence is gone."""
+
+    @abstractmethod
+    def write_quantity(self, target: BillingTarget, current: BillingLine, quantity: int) -> BillingLine:
+        """Make the line's quantity `quantity` (create the line when current.line_id is None).
+        Called only when it differs from current.quantity."""

@@ -1,0 +1,52 @@
+"""The private-network guard for hosts that users type in (ConnectWise site, Halo servers).
+
+A PSA must be reached over https on a public address. A hostname that resolves to loopback,
+private, link-local, shared, multicast or cloud-metadata ranges is refused, so nobody can
+point the hub's workers at the inside of its own network. `allow_private` (the
+PSA_ALLOW_PRIVATE_HOSTS setting) lifts the rule for tests and local fake PSAs only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from urllib.parse import urlsplit
+
+from integrations.base.errors import BlockedError, UnavailableError
+
+# Cloud metadata services answer on these even where they are not "private".
+_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+
+
+def _is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast and address not in _METADATA
+
+
+def resolve(host: str, port: int) -> list[str]:
+    try:
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        raise UnavailableError(f"Could not find the host {host}: check the region/URL for typing mistakes.") from None
+    return sorted({info[4][0] for info in infos})
+
+
+def check_url(url: str, *, allow_private: bool) -> None:
+    """Raise BlockedError unless `url` is https on a public host (or the guard is lifted)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if not host:
+        raise BlockedError(f"{url!r} has no host name.")
+    if allow_private:
+        if parts.scheme not in ("https", "http"):
+            raise BlockedError(f"Only https addresses can be used, not {parts.scheme or 'no scheme'}.")
+        return
+    if parts.scheme != "https":
+        raise BlockedError(f"{host} must be reached over https.")
+    for address in resolve(host, parts.port or 443):
+        if not _is_public(ipaddress.ip_address(address.split("%")[0])):
+            raise BlockedError(
+                f"{host} resolves to {address}, a private or local network address. The hub only connects "
+                "to PSAs on public internet addresses; enter your PSA's public host name."
+            )
