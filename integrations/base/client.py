@@ -89,6 +89,7 @@ class Transport:
     on_request: Callable[[RequestRecord], None] | None = None
     sleep: Callable[[float], None] = time.sleep
     session: requests.Session | None = None
+    resolver: Callable[[str, int], list[str]] = netguard.resolve
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -168,7 +169,7 @@ class HttpClient:
         redirects = 0
         while True:
             attempt += 1
-            netguard.check_url(url, allow_private=transport.allow_private)
+            netguard.check_url(url, allow_private=transport.allow_private, resolver=transport.resolver)
             request = requests.Request(method, url, params=params, json=json, data=data, headers=dict(headers or {}))
             if authorize:
                 self.authorize(request)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from integrations.base.errors import BlockedError, UnavailableError
@@ -32,8 +33,9 @@ def resolve(host: str, port: int) -> list[str]:
     return sorted({info[4][0] for info in infos})
 
 
-def check_url(url: str, *, allow_private: bool) -> None:
-    """Raise BlockedError unless `url` is https on a public host (or the guard is lifted)."""
+def check_url(url: str, *, allow_private: bool, resolver: Callable[[str, int], list[str]] = resolve) -> None:
+    """Raise BlockedError unless `url` is https on a public host (or the guard is lifted).
+    `resolver` is swappable so tests run without DNS."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     if not host:
@@ -44,7 +46,7 @@ def check_url(url: str, *, allow_private: bool) -> None:
         return
     if parts.scheme != "https":
         raise BlockedError(f"{host} must be reached over https.")
-    for address in resolve(host, parts.port or 443):
+    for address in resolver(host, parts.port or 443):
         if not _is_public(ipaddress.ip_address(address.split("%")[0])):
             raise BlockedError(
                 f"{host} resolves to {address}, a private or local network address. The hub only connects "
