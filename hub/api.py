@@ -149,6 +149,8 @@ def exception_handler(exc, context):
         message = str(detail["detail"])
     else:
         message = str(detail)
+    # Errors other than validation (e.g. a 409 on a duplicate) may name the field concerned.
+    fields = fields or dict(getattr(exc, "hub_fields", None) or {})
     code = getattr(exc, "hub_code", None) or _code_for(exc)
     response.data = {"error": {"code": code, "message": message, "fields": fields}}
     return response

@@ -72,7 +72,7 @@ class TenantViewSet(
         return queryset
 
     def get_object(self):
-        external_id = self.kwargs["external_id"]
+        external_id = self.kwargs["external_id"].strip()  # as update() reads it
         tenant = self.scoped().filter(external_id=external_id).first()
         if tenant is None:
             raise exceptions.NotFound(f"No tenant with external_id {external_id!r} in this account.")
@@ -86,10 +86,15 @@ class TenantViewSet(
         except IntegrityError:
             error = Conflict(f"external_id: a tenant with external_id {external_id!r} already exists in this account.")
             error.hub_code = "conflict"
+            error.hub_fields = {"external_id": ["A tenant with this external_id already exists in this account."]}
             raise error from None
 
     def update(self, request, *args, **kwargs):
         external_id = self.kwargs["external_id"].strip()
+        if not external_id:
+            raise exceptions.ValidationError(
+                {"external_id": ["external_id is required: the host product's id for this customer."]}
+            )
         if len(external_id) > EXTERNAL_ID_MAX:
             raise exceptions.ValidationError({"external_id": [f"Ensure this field has no more than {EXTERNAL_ID_MAX} characters."]})
         partial = kwargs.get("partial", False)

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from hub import tenants_api, views
+from integrations.urls import api_urlpatterns as integration_api
 
 router = DefaultRouter(trailing_slash="/?")
 router.register("tenants", tenants_api.TenantViewSet, basename="tenant")
@@ -15,7 +16,7 @@ urlpatterns = [
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("no-account/", views.no_account, name="no_account"),
     path("accounts/switch/", views.switch_account, name="switch_account"),
-    path("settings/integrations/", views.integrations, name="integrations"),
+    path("settings/integrations/", include("integrations.urls")),
     path("settings/ticketing/", views.ticketing, name="ticketing"),
     path("settings/billing/", views.billing, name="billing"),
     path("settings/logs/", views.logs, name="logs"),
@@ -28,6 +29,7 @@ urlpatterns = [
     path("settings/system/", views.system, name="system"),
     path("settings/system/ping/", views.system_ping, name="system_ping"),
     path("settings/system/ping/<uuid:pk>/", views.system_ping_status, name="system_ping_status"),
+    path("api/v1/", include(integration_api)),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api_docs"),

@@ -9,7 +9,7 @@ from django.core.paginator import Paginator
 from django.db import connection as db_connection
 from django.db import transaction
 from django.db.models import Q
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -44,7 +44,10 @@ def no_account(request):
 @require_POST
 @login_required
 def switch_account(request):
-    account = get_object_or_404(accounts_for(request.user), pk=request.POST.get("account"))
+    account_id = request.POST.get("account", "")
+    if not account_id.isdigit():
+        raise Http404("No such account.")
+    account = get_object_or_404(accounts_for(request.user), pk=account_id)
     request.session[SESSION_KEY] = account.pk
     messages.success(request, f"Now working in {account.name}.")
     target = request.POST.get("next", "")
@@ -56,11 +59,6 @@ def switch_account(request):
 def _section(request, section: str, title: str, next_step: str):
     """A settings section that a later feature fills in; says what to do first."""
     return render(request, "hub/section.html", {"section": section, "title": title, "next_step": next_step})
-
-
-@role_required()
-def integrations(request):
-    return _section(request, "integrations", "Integrations", "Link ConnectWise, Autotask or Halo PSA to start.")
 
 
 @role_required()
