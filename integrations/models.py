@@ -32,11 +32,17 @@ class Connection(models.Model):
     credentials = models.TextField(blank=True, editable=False)
     credentials_key_id = models.CharField(max_length=32, blank=True, db_index=True, editable=False)
     credentials_updated_at = models.DateTimeField(null=True, blank=True)
+    # Names (never values) of the secret fields that are stored, to show "set / not set".
+    secrets_set = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     last_error = models.TextField(blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
     paused = models.BooleanField(default=False)
     billing_paused = models.BooleanField(default=False)
+    # The last "Check permissions" result: [{key, label, feature, ok, message, fix}, ...].
+    permission_report = models.JSONField(default=list, blank=True)
+    permissions_checked_at = models.DateTimeField(null=True, blank=True)
+    companies_imported_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -90,3 +96,55 @@ class IntegrationLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.outcome}: {self.message[:60]}"
+
+
+class PsaCompany(models.Model):
+    """A company imported from the PSA ("Import customers"), kept for search and mapping."""
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="companies")
+    company_id = models.CharField(max_length=64)
+    name = models.CharField(max_length=255)
+    identifier = models.CharField(max_length=255, blank=True)
+    active = models.BooleanField(default=True)
+    imported_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["connection", "company_id"], name="psacompany_unique")]
+        indexes = [models.Index(fields=["connection", "name"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CompanyMapping(models.Model):
+    """Which PSA company a tenant is; used by both tickets and billing."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="company_mappings")
+    tenant = models.OneToOneField(Tenant, on_delete=models.CASCADE, related_name="company_mapping")
+    company_id = models.CharField(max_length=64)
+    company_name = models.CharField(max_length=255, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = AccountScopedManager()
+
+    def __str__(self) -> str:
+        return f"{self.tenant} → {self.company_name or self.company_id}"
+
+
+class Picklist(models.Model):
+    """A cached PSA list (boards, statuses of a board, priorities...) for the settings pages."""
+
+    connection = models.ForeignKey(Connection, on_delete=models.CASCADE, related_name="picklists")
+    kind = models.CharField(max_length=32)
+    parent_id = models.CharField(max_length=64, blank=True, default="")
+    items = models.JSONField(default=list)
+    fetched_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    refresh_requested_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["connection", "kind", "parent_id"], name="picklist_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}({self.parent_id})"

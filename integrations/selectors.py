@@ -1,0 +1,37 @@
+"""Reads for the integration pages and API: what the database knows, never the PSA."""
+
+from __future__ import annotations
+
+from hub.models import Tenant
+from integrations import registry
+from integrations.models import CompanyMapping, Connection, Picklist, PsaCompany
+
+
+def connection_overview(connection: Connection) -> dict:
+    vendor = registry.get(connection.vendor)
+    lists = {p.kind: p for p in Picklist.objects.filter(connection=connection, parent_id="")}
+    tenants = Tenant.objects.for_account(connection.account).filter(is_active=True)
+    mapped = CompanyMapping.objects.for_account(connection.account).filter(tenant__is_active=True).count()
+    report = connection.permission_report or []
+    return {
+        "vendor": vendor,
+        "working": connection.status in (Connection.Status.PENDING, Connection.Status.VERIFYING),
+        "permission_missing": [check for check in report if not check["ok"]],
+        "permission_ok": [check for check in report if check["ok"]],
+        "picklists": [
+            {"kind": kind, "entry": lists.get(kind)}
+            for kind, parent in vendor.provider.picklist_kinds.items()
+            if parent is None
+        ],
+        "tenant_count": tenants.count(),
+        "mapped_count": mapped,
+        "company_count": PsaCompany.objects.filter(connection=connection, active=True).count(),
+    }
+
+
+def removal_counts(connection: Connection) -> dict:
+    return {
+        "mapping_count": CompanyMapping.objects.for_account(connection.account).count(),
+        "company_count": PsaCompany.objects.filter(connection=connection).count(),
+        "picklist_count": Picklist.objects.filter(connection=connection).count(),
+    }

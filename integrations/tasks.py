@@ -1,0 +1,60 @@
+"""Thin tasks: IDs in, one service call. Retry policy lives here; logic in services.
+
+Services record permanent PSA errors themselves and raise transient ones (timeouts, 429s,
+5xx); a task retries those with backoff and, after the last retry, has the service record
+the failure so the page stops saying "working on it".
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from integrations import services
+from integrations.base.errors import PsaError, RateLimitedError
+
+# ConnectWise "may take up to 1–2 minutes to confirm the connection" (seed 000): verification
+# keeps trying for several minutes before it reports the failure.
+VERIFY_RETRIES = 5
+
+
+def _retry_or_give_up(task, exc: PsaError, connection_id: str, action: str, correlation_id: str, **detail) -> None:
+    if task.request.retries >= task.max_retries:
+        services.record_failure(connection_id, action, exc.message, correlation_id, **detail)
+        return
+    if isinstance(exc, RateLimitedError) and exc.retry_after:
+        countdown = exc.retry_after
+    else:
+        countdown = min(300, 10 * 2**task.request.retries)
+    raise task.retry(exc=exc, countdown=countdown)
+
+
+@shared_task(bind=True, name="integrations.verify_connection", queue="psa", max_retries=VERIFY_RETRIES)
+def verify_connection(self, connection_id: str, correlation_id: str) -> None:
+    try:
+        services.verify_connection(connection_id, correlation_id)
+    except PsaError as exc:
+        _retry_or_give_up(self, exc, connection_id, "connection.verify", correlation_id)
+
+
+@shared_task(bind=True, name="integrations.check_permissions", queue="psa", max_retries=3)
+def check_permissions(self, connection_id: str, correlation_id: str) -> None:
+    try:
+        services.check_permissions(connection_id, correlation_id)
+    except PsaError as exc:
+        _retry_or_give_up(self, exc, connection_id, "connection.permissions", correlation_id)
+
+
+@shared_task(bind=True, name="integrations.refresh_picklist", queue="psa", max_retries=3)
+def refresh_picklist(self, connection_id: str, kind: str, parent_id: str, correlation_id: str) -> None:
+    try:
+        services.refresh_picklist(connection_id, kind, parent_id, correlation_id)
+    except PsaError as exc:
+        _retry_or_give_up(self, exc, connection_id, "connection.picklist", correlation_id, picklist=(kind, parent_id))
+
+
+@shared_task(bind=True, name="integrations.import_companies", queue="psa", max_retries=3)
+def import_companies(self, connection_id: str, correlation_id: str) -> None:
+    try:
+        services.import_companies(connection_id, correlation_id)
+    except PsaError as exc:
+        _retry_or_give_up(self, exc, connection_id, "import.companies", correlation_id)
