@@ -1,6 +1,8 @@
 # Two commands for a newcomer: `make run` (the embedded hub) and `make test` (the whole suite).
 PYTHON ?= python3
 VENV ?= .venv
+# Where `make run` serves the pages: make run BIND=0.0.0.0:8000
+BIND ?= 127.0.0.1:8000
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 # Tests keep their data (SQLite file, filesystem broker) apart from a running hub's.
@@ -24,11 +26,11 @@ $(VENV)/.test-installed: pyproject.toml
 run: $(VENV)/.run-installed
 	DEBUG=$${DEBUG:-true} $(PY) manage.py migrate --noinput
 	DEBUG=$${DEBUG:-true} $(PY) manage.py bootstrap_admin
-	DEBUG=$${DEBUG:-true} $(PY) manage.py runhub
+	DEBUG=$${DEBUG:-true} $(PY) manage.py runhub --bind $(BIND)
 
-# Browser tests drive Debian's chromium; install it when it is missing.
+# Browser tests drive Debian's /usr/bin/chromium; install it when it is missing.
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@[ -x /usr/bin/chromium ] || { \
 	  echo "Installing Debian's chromium for the browser tests"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
