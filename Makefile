@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 # Tests keep their data (SQLite file, filesystem broker) apart from a running hub's.
 PYTEST := DEBUG=$${DEBUG:-true} HUB_DATA_DIR=$${HUB_DATA_DIR:-$(CURDIR)/.hub/test} $(PY) -m pytest
 
-.PHONY: run test test-unit test-integration test-browser chromium migrate clean
+.PHONY: run test test-unit test-integration test-browser chromium clean
 
 $(VENV)/.run-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,7 @@ $(VENV)/.test-installed: pyproject.toml
 # Embedded default: SQLite, filesystem broker and file cache under .hub/; web + worker + beat.
 run: $(VENV)/.run-installed
 	DEBUG=$${DEBUG:-true} $(PY) manage.py migrate --noinput
-	DEBUG=$${DEBUG:-true} $(PY) manage.py bootstrap_admin
+	DEBUG=$${DEBUG:-true} HUB_BASE_URL=$${HUB_BASE_URL:-http://$(BIND)} $(PY) manage.py bootstrap_admin
 	DEBUG=$${DEBUG:-true} $(PY) manage.py runhub --bind $(BIND)
 
 # Browser tests drive Debian's /usr/bin/chromium; install it when it is missing.
