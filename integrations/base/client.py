@@ -92,6 +92,11 @@ class Transport:
     resolver: Callable[[str, int], list[str]] = netguard.resolve
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
+
+
 def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -127,7 +132,7 @@ class HttpClient:
             body = response.json()
         except ValueError:
             text = response.text.strip()
-            return "" if text.lstrip().startswith("<") else text[:300]
+            return "" if text.lstrip().startswith("<") else self._safe(text)[:300]
         if isinstance(body, dict):
             for key in ("message", "Message", "error_description", "error", "errorMessage"):
                 if isinstance(body.get(key), str) and body[key]:
@@ -164,6 +169,7 @@ class HttpClient:
         method = method.upper()
         idempotent = method in IDEMPOTENT_METHODS if idempotent is None else idempotent
         url = self.url_for(path)
+        origin = _origin(url)
         transport = self.transport
         attempt = 0
         redirects = 0
@@ -171,7 +177,8 @@ class HttpClient:
             attempt += 1
             netguard.check_url(url, allow_private=transport.allow_private, resolver=transport.resolver)
             request = requests.Request(method, url, params=params, json=json, data=data, headers=dict(headers or {}))
-            if authorize:
+            # Like requests itself, never hand the credentials to another host via a redirect.
+            if authorize and _origin(url) == origin:
                 self.authorize(request)
             prepared = self.session.prepare_request(request)
             response, failure, sent = None, None, False
@@ -189,6 +196,9 @@ class HttpClient:
                     sent = "Remote end closed" in str(exc) or "Connection aborted" in str(exc)
                 except requests.exceptions.ReadTimeout as exc:
                     failure, sent = exc, True
+                except requests.exceptions.RequestException as exc:
+                    # e.g. ChunkedEncodingError: the request went out, the answer broke off.
+                    failure, sent = exc, True
             self._record(method, prepared, json if json is not None else data, response, failure, started, attempt)
 
             if response is not None and response.status_code in REDIRECT_STATUSES and "Location" in response.headers:
@@ -196,6 +206,7 @@ class HttpClient:
                 if redirects > MAX_REDIRECTS or method not in ("GET", "HEAD"):
                     raise UnavailableError(f"{self.vendor} redirected the request ({response.status_code}); check the URL.")
                 url = urljoin(url, response.headers["Location"])
+                params = None  # the Location already holds the query; do not append it twice
                 attempt -= 1  # a redirect is not a retry; the guard checks the new host above
                 continue
 

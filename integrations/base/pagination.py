@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 MAX_PAGES = 10_000
+# One link-value: <URI> then its parameters. A URI may itself contain commas (RFC 3986
+# sub-delims, e.g. ConnectWise `conditions=id in (1,2)`), so do not split the header on ",".
+_LINK_VALUE = re.compile(r"<([^>]*)>([^<]*)")
 
 
 def follow_cursor(
@@ -39,8 +43,8 @@ def numbered_pages(
 
 def link_next(link_header: str | None) -> str | None:
     """The rel="next" URL of an RFC 5988 Link header (ConnectWise), or None at the end."""
-    for part in (link_header or "").split(","):
-        url, _, params = part.partition(";")
-        if 'rel="next"' in params.replace(" ", "") or "rel=next" in params.replace(" ", ""):
-            return url.strip().strip("<>")
+    for url, params in _LINK_VALUE.findall(link_header or ""):
+        compact = params.replace(" ", "")
+        if 'rel="next"' in compact or "rel=next" in compact:
+            return url.strip()
     return None

@@ -47,11 +47,14 @@ def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return {k: (MASK if k.lower() in SECRET_HEADERS or is_secret_name(k) else v) for k, v in headers.items()}
 
 
-def _redact_structure(value):
+def _redact_structure(value, secrets: Iterable[str] = ()):
     if isinstance(value, dict):
-        return {k: (MASK if is_secret_name(str(k)) else _redact_structure(v)) for k, v in value.items()}
+        return {k: (MASK if is_secret_name(str(k)) else _redact_structure(v, secrets)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_redact_structure(item) for item in value]
+        return [_redact_structure(item, secrets) for item in value]
+    if isinstance(value, str):
+        # Before json.dumps: a secret holding `"` or `\` no longer matches once escaped.
+        return redact_values(value, secrets)
     return value
 
 
@@ -63,7 +66,14 @@ def redact_values(text: str, secrets: Iterable[str]) -> str:
 
 def redact_url(url: str, secrets: Iterable[str] = ()) -> str:
     parts = urlsplit(url)
-    query = urlencode([(k, MASK if is_secret_name(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)])
+    secrets = list(secrets)
+    # Values are compared decoded: "api@x.example" travels as "api%40x.example".
+    query = urlencode(
+        [
+            (k, MASK if is_secret_name(k) else redact_values(v, secrets))
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+    )
     return redact_values(urlunsplit(parts._replace(query=query)), secrets)
 
 
@@ -72,6 +82,7 @@ def redact_body(body, secrets: Iterable[str] = (), limit: int = EXCERPT_LIMIT) -
     or the bytes/text of a response."""
     if body is None or body == b"" or body == "":
         return ""
+    secrets = list(secrets)
     if isinstance(body, bytes):
         body = body.decode("utf-8", errors="replace")
     if isinstance(body, str):
@@ -80,6 +91,6 @@ def redact_body(body, secrets: Iterable[str] = (), limit: int = EXCERPT_LIMIT) -
         except ValueError:
             pass  # plain text or HTML: only the known secret values can be masked
     if not isinstance(body, str):
-        body = json.dumps(_redact_structure(body), ensure_ascii=False, default=str)
+        body = json.dumps(_redact_structure(body, secrets), ensure_ascii=False, default=str)
     text = redact_values(body, secrets)
     return text if len(text) <= limit else text[:limit] + f"… [{len(text) - limit} more characters]"
