@@ -72,7 +72,7 @@ class ConnectionView(APIView):
         payload.is_valid(raise_exception=True)
         vendor = payload.validated_data["vendor"]
         existing = Connection.objects.for_account(request.account).first()
-        stored = set(existing.secrets_set) if existing and existing.vendor == vendor else set()
+        stored = services.stored_secret_names(existing) if existing and existing.vendor == vendor else set()
         data = QueryDict(mutable=True)
         for key, value in payload.validated_data["credentials"].items():
             data[key] = "" if value is None else str(value)

@@ -85,13 +85,16 @@ class CacheLimiter:
 
     def _spend_one(self) -> None:
         slice_seconds = max(1, self.policy.window_seconds // _SLICES)
+        # The current slice plus every earlier one that overlaps a window ending now: any
+        # window_seconds-long stretch of time then holds at most max_requests.
+        earlier = -(-self.policy.window_seconds // slice_seconds)
         while True:
             now = self.clock()
             current = int(now // slice_seconds)
             key = f"{self.prefix}:n:{current}"
-            cache.add(key, 0, timeout=self.policy.window_seconds + slice_seconds)
+            cache.add(key, 0, timeout=(earlier + 1) * slice_seconds)
             mine = cache.incr(key)
-            window = [f"{self.prefix}:n:{current - i}" for i in range(1, _SLICES)]
+            window = [f"{self.prefix}:n:{current - i}" for i in range(1, earlier + 1)]
             used = mine + sum(cache.get_many(window).values())
             if used <= self.policy.max_requests:
                 return
@@ -99,5 +102,5 @@ class CacheLimiter:
             cache.decr(key)
             wait = slice_seconds - (now % slice_seconds)
             if wait > self.max_wait:
-                raise RateLimitedError("The PSA's request budget for this hour is used up; the hub will try again later.", retry_after=wait)
+                raise RateLimitedError("The PSA's request budget is used up for now; the hub will try again later.", retry_after=wait)
             self.sleep(wait)

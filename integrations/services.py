@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+import traceback
 import unicodedata
 import uuid
 from collections.abc import Iterable
@@ -22,7 +23,7 @@ from django.utils import timezone
 
 from hub import vault
 from hub.models import Account, Tenant
-from integrations import registry
+from integrations import registry, signals
 from integrations.base.client import RequestRecord, Transport
 from integrations.base.errors import PsaError
 from integrations.base.provider import PermissionReport, Provider
@@ -54,6 +55,7 @@ def log_action(
     connection: Connection | None = None,
     tenant: Tenant | None = None,
     correlation_id: str = "",
+    subject: str = "",
 ) -> IntegrationLog:
     return IntegrationLog.objects.create(
         account=account,
@@ -63,10 +65,11 @@ def log_action(
         outcome=outcome,
         message=message,
         correlation_id=correlation_id,
+        subject=subject,
     )
 
 
-def request_logger(connection: Connection, action: str, correlation_id: str, tenant: Tenant | None = None):
+def request_logger(connection: Connection, action: str, correlation_id: str, tenant: Tenant | None = None, subject: str = ""):
     """The on_request hook: one IntegrationLog row per PSA request, already redacted."""
 
     def record(entry: RequestRecord) -> None:
@@ -86,6 +89,7 @@ def request_logger(connection: Connection, action: str, correlation_id: str, ten
             request_excerpt=entry.request_excerpt,
             response_excerpt=entry.response_excerpt,
             correlation_id=correlation_id,
+            subject=subject,
         )
 
     return record
@@ -97,6 +101,18 @@ def request_logger(connection: Connection, action: str, correlation_id: str, ten
 def load_credentials(connection: Connection) -> dict:
     """The only place credentials are decrypted. Raises vault.VaultError (fail closed)."""
     return vault.decrypt_bundle(connection.credentials, account_id=connection.account_id, connection_id=connection.pk)
+
+
+def stored_secret_names(connection: Connection | None) -> set[str]:
+    """The secret fields a link form may leave blank: those stored and still readable. When the
+    bundle cannot be decrypted (its key retired, a copied row) every secret must be re-entered."""
+    if connection is None or not connection.credentials:
+        return set()
+    try:
+        load_credentials(connection)
+    except vault.VaultError:
+        return set()
+    return set(connection.secrets_set)
 
 
 def _store_credentials(connection: Connection, secrets: dict) -> None:
@@ -132,13 +148,13 @@ class CacheTokenStore:
 
 
 def build_provider(
-    connection: Connection, *, action: str, correlation_id: str, tenant: Tenant | None = None
+    connection: Connection, *, action: str, correlation_id: str, tenant: Tenant | None = None, subject: str = ""
 ) -> Provider:
     transport = Transport(
         allow_private=settings.PSA_ALLOW_PRIVATE_HOSTS,
         read_timeout=settings.PSA_HTTP_TIMEOUT,
         limiter=CacheLimiter(str(connection.pk), VENDOR_POLICIES[connection.vendor]),
-        on_request=request_logger(connection, action, correlation_id, tenant),
+        on_request=request_logger(connection, action, correlation_id, tenant, subject),
     )
     provider_class = registry.get(connection.vendor).provider
     return provider_class(vendor_config(connection), load_credentials(connection), transport, **_provider_extras(connection))
@@ -170,7 +186,9 @@ def failure_message(exc: Exception) -> str:
     if isinstance(exc, vault.VaultError):
         return f"{exc} (Update credentials to re-enter them.)"
     reference = new_correlation_id()
-    logger.exception("Unexpected error (reference %s)", reference)
+    # Where it happened, not the exception's text: an unknown library may put a secret in it.
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    logger.error("Unexpected %s in the hub (reference %s). Traceback:\n%s", type(exc).__name__, reference, frames)
     return f"Something went wrong in the hub (reference {reference}). Support can look it up in the log."
 
 
@@ -193,7 +211,8 @@ def save_connection(account: Account, vendor: str, config: dict, secrets: dict, 
             connection = Connection(account=account, vendor=vendor)
             stored = {}
         else:
-            stored = load_credentials(connection) if connection.credentials else {}
+            # Unreadable credentials are replaced: the form asked for every secret (stored_secret_names).
+            stored = load_credentials(connection) if stored_secret_names(connection) else {}
         connection.config = {**connection.config, **config}
         merged = {**stored, **{k: v for k, v in secrets.items() if v}}
         _store_credentials(connection, merged)
@@ -301,6 +320,8 @@ def set_paused(connection: Connection, *, paused: bool, billing_only: bool = Fal
     what = "Billing sync" if billing_only else "The integration"
     log_action(connection.account, "connection.pause" if paused else "connection.resume",
                f"{what} {'paused' if paused else 'resumed'}.", connection=connection)
+    if not paused and not billing_only:
+        signals.integration_resumed.send(sender=Connection, connection=connection)
     return connection
 
 
@@ -353,7 +374,7 @@ def refresh_picklist(connection_id: str, kind: str, parent_id: str, correlation_
     items = call_psa(connection, "connection.picklist", correlation_id, lambda provider: provider.picklist(kind, parent_id),
                      prefix=f"Could not refresh {kind}: ", picklist=(kind, parent_id))
     if items is FAILED:
-        return entry
+        return Picklist.objects.get(pk=entry.pk)  # with the error just recorded
     Picklist.objects.filter(pk=entry.pk).update(items=[asdict(item) for item in items], fetched_at=timezone.now(), error="")
     return Picklist.objects.get(pk=entry.pk)
 
@@ -388,7 +409,9 @@ def import_companies(connection_id: str, correlation_id: str) -> int:
     if seen is FAILED:
         return 0
     # Companies the PSA no longer lists stay (mappings may point at them) but show as inactive.
-    PsaCompany.objects.filter(connection=connection).exclude(company_id__in=seen).update(active=False)
+    # Every company seen was stamped `now`, so no list of thousands of ids goes into the query
+    # (SQLite refuses more than 32,766 parameters).
+    PsaCompany.objects.filter(connection=connection, imported_at__lt=now).update(active=False)
     Connection.objects.filter(pk=connection.pk).update(companies_imported_at=now)
     log_action(connection.account, "import.companies", f"Imported {len(seen)} companies from {connection.get_vendor_display()}.",
                connection=connection, correlation_id=correlation_id)
@@ -408,6 +431,7 @@ _SUFFIXES = re.compile(r"\b(inc|incorporated|llc|ltd|limited|gmbh|bv|b v|corp|co
 
 def normalise_name(name: str) -> str:
     text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().casefold()
+    text = re.sub(r"[.']", "", text)  # "L.L.C." is "llc", "O'Neil" is "oneil"
     text = re.sub(r"[^a-z0-9]+", " ", text)
     return " ".join(_SUFFIXES.sub(" ", text).split())
 
@@ -418,8 +442,10 @@ def suggest_company(tenant_name: str, companies: list[PsaCompany]) -> tuple[PsaC
     for company in companies:
         if company.name == tenant_name:
             return company, "exact"
-    by_normal = {normalise_name(c.name): c for c in companies}
     key = normalise_name(tenant_name)
+    if not key:  # a name that is all suffix or punctuation ("LLC") matches nothing
+        return None, ""
+    by_normal = {normal: c for c in companies if (normal := normalise_name(c.name))}
     if key in by_normal:
         return by_normal[key], "normalised"
     close = difflib.get_close_matches(key, list(by_normal), n=1, cutoff=0.85)
@@ -451,4 +477,5 @@ def map_tenant(account: Account, tenant: Tenant, company_id: str, company_name: 
         tenant=tenant, defaults={"account": account, "company_id": company_id, "company_name": company_name}
     )
     log_action(account, "mapping.company", f"Tenant “{tenant.name}” mapped to {company_name or company_id}.", tenant=tenant)
+    signals.tenant_mapped.send(sender=CompanyMapping, account=account, tenant=tenant)
     return mapping

@@ -17,9 +17,11 @@ from integrations.base.errors import PsaError, RateLimitedError
 VERIFY_RETRIES = 5
 
 
-def _retry_or_give_up(task, exc: PsaError, connection_id: str, action: str, correlation_id: str, **detail) -> None:
+def _retry_or_give_up(
+    task, exc: PsaError, connection_id: str, action: str, correlation_id: str, *, prefix: str = "", **detail
+) -> None:
     if task.request.retries >= task.max_retries:
-        services.record_failure(connection_id, action, exc.message, correlation_id, **detail)
+        services.record_failure(connection_id, action, prefix + exc.message, correlation_id, **detail)
         return
     if isinstance(exc, RateLimitedError) and exc.retry_after:
         countdown = exc.retry_after
@@ -49,7 +51,8 @@ def refresh_picklist(self, connection_id: str, kind: str, parent_id: str, correl
     try:
         services.refresh_picklist(connection_id, kind, parent_id, correlation_id)
     except PsaError as exc:
-        _retry_or_give_up(self, exc, connection_id, "connection.picklist", correlation_id, picklist=(kind, parent_id))
+        _retry_or_give_up(self, exc, connection_id, "connection.picklist", correlation_id,
+                          prefix=f"Could not refresh {kind}: ", picklist=(kind, parent_id))
 
 
 @shared_task(bind=True, name="integrations.import_companies", queue="psa", max_retries=3)
@@ -57,4 +60,4 @@ def import_companies(self, connection_id: str, correlation_id: str) -> None:
     try:
         services.import_companies(connection_id, correlation_id)
     except PsaError as exc:
-        _retry_or_give_up(self, exc, connection_id, "import.companies", correlation_id)
+        _retry_or_give_up(self, exc, connection_id, "import.companies", correlation_id, prefix="Import failed: ")

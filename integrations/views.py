@@ -11,6 +11,8 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
 from hub.models import Tenant
@@ -28,6 +30,14 @@ def _connection(request) -> Connection:
     if connection is None:
         raise Http404("No PSA is linked to this account.")
     return connection
+
+
+def _next_or(request, default: str):
+    """Where the form asked to go back to, if it is on this site; else `default`."""
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
+        return redirect(target)
+    return redirect(reverse(default))
 
 
 @role_required()
@@ -59,7 +69,7 @@ def link(request, vendor: str):
     if connection is not None and connection.vendor != vendor:
         messages.error(request, f"{connection.get_vendor_display()} is linked. Remove it first to link {entry.name}: one PSA per account.")
         return redirect("integrations")
-    stored = set(connection.secrets_set) if connection else set()
+    stored = services.stored_secret_names(connection)
     form = entry.form(request.POST or None, initial=connection.config if connection else None, existing_secrets=stored)
     if request.method == "POST" and form.is_valid():
         config, secrets = form.config_and_secrets()
@@ -101,7 +111,7 @@ def refresh_lists(request):
     connection = _connection(request)
     services.queue_picklist_refresh(connection)
     messages.info(request, "Refreshing boards, statuses, priorities and other lists from the PSA…")
-    return redirect(request.POST.get("next") or "integrations")
+    return _next_or(request, "integrations")
 
 
 @require_POST
@@ -171,27 +181,37 @@ def map_tenants(request):
     """Save the choices of the mapping table: one tenant, or every ticked suggestion."""
     connection = _connection(request)
     tenants = Tenant.objects.for_account(request.account)
+
+    def tenant_or_404(pk: str) -> Tenant:
+        if not pk.isdigit():
+            raise Http404("No such tenant.")
+        return get_object_or_404(tenants, pk=pk)
+
     changed = 0
+    chosen: set[int] = set()  # tenants given a company by hand: their ticked suggestion is ignored
     for key, company_id in request.POST.items():
         if not key.startswith("company-"):
             continue
-        tenant = get_object_or_404(tenants, pk=key.removeprefix("company-"))
+        tenant = tenant_or_404(key.removeprefix("company-"))
         current = getattr(getattr(tenant, "company_mapping", None), "company_id", "")
         if company_id == current:
             continue
+        chosen.add(tenant.pk)
         if company_id and not PsaCompany.objects.filter(connection=connection, company_id=company_id).exists():
             messages.error(request, f"Company {company_id} is not among the imported customers; import again.")
             continue
         services.map_tenant(request.account, tenant, company_id)
         changed += 1
     for tenant_pk in request.POST.getlist("accept"):
-        tenant = get_object_or_404(tenants, pk=tenant_pk)
+        tenant = tenant_or_404(tenant_pk)
+        if tenant.pk in chosen:
+            continue
         company_id = request.POST.get(f"suggested-{tenant_pk}", "")
         if company_id and PsaCompany.objects.filter(connection=connection, company_id=company_id).exists():
             services.map_tenant(request.account, tenant, company_id)
             changed += 1
     messages.success(request, f"Saved {changed} mapping{'s' if changed != 1 else ''}.")
-    return redirect(request.POST.get("next") or "company_mapping")
+    return _next_or(request, "company_mapping")
 
 
 @role_required()
