@@ -78,6 +78,8 @@ class IntegrationLog(models.Model):
     request_excerpt = models.TextField(blank=True)
     response_excerpt = models.TextField(blank=True)
     correlation_id = models.CharField(max_length=64, blank=True)
+    # What the entry is about, for links from the log: "incident:42", "billing_run:7".
+    subject = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     objects = AccountScopedManager()
@@ -91,6 +93,7 @@ class IntegrationLog(models.Model):
             models.Index(fields=["account", "outcome", "-created_at"], name="log_account_outcome"),
             models.Index(fields=["account", "tenant", "-created_at"], name="log_account_tenant"),
             models.Index(fields=["correlation_id"], name="log_correlation"),
+            models.Index(fields=["account", "subject", "-created_at"], name="log_account_subject"),
             models.Index(fields=["created_at"], name="log_created"),  # retention sweeps
         ]
 
