@@ -10,6 +10,7 @@ raise BlockedError with the exact message the seeds give.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 
@@ -38,6 +39,10 @@ class BillingLine:
 
 
 class BillingAdapter(ABC):
+    def prefetch(self, targets: Iterable[BillingTarget]) -> None:
+        """Optional: before a run reads many targets, load what they share in a few requests
+        (ConnectWise lists many companies' agreements at once). read_line works without it."""
+
     @abstractmethod
     def read_line(self, target: BillingTarget) -> BillingLine:
         """Current quantity of the target's line (0 with line_id None when missing).
