@@ -6,9 +6,11 @@ from rest_framework.routers import DefaultRouter
 
 from hub import tenants_api, views
 from integrations.urls import api_urlpatterns as integration_api
+from ticketing.api import IncidentViewSet
 
 router = DefaultRouter(trailing_slash="/?")
 router.register("tenants", tenants_api.TenantViewSet, basename="tenant")
+router.register("incidents", IncidentViewSet, basename="incident")
 
 urlpatterns = [
     path("", views.home, name="home"),

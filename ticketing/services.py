@@ -1,0 +1,396 @@
+"""Incidents in, PSA tickets out: every ticketing write goes through here.
+
+An accepted incident is committed before anything is queued (transaction.on_commit), so it
+is never lost: if the broker or the worker is down, the sweeper queues it later. Delivery is
+claimed with a conditional UPDATE, looks for the incident's reference in the PSA before
+creating a ticket, and changes only what differs (DESIGN.md rule 5).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from hub.models import Account, Tenant
+from integrations import services as integration_services
+from integrations.base.errors import PsaError
+from integrations.base.ticketing import TicketDraft
+from integrations.models import CompanyMapping, Connection, IntegrationLog
+from ticketing.models import CLOSING_STATUSES, Incident, IncidentNote, Ticket, TicketingConfig
+
+logger = logging.getLogger(__name__)
+
+# A claim older than this is taken over: its worker is gone (the message timed out).
+CLAIM_LEASE = timezone.timedelta(minutes=10)
+# Incidents waiting longer than this are queued again by the sweeper.
+SWEEP_AFTER = timezone.timedelta(minutes=5)
+
+
+class NotReady(Exception):
+    """The incident cannot be sent yet; `state` says why (needs mapping, held)."""
+
+    def __init__(self, state: str, message: str):
+        super().__init__(message)
+        self.state = state
+        self.message = message
+
+
+# --- accepting incidents ------------------------------------------------------------------
+
+
+def _queue(incident: Incident) -> None:
+    from ticketing import tasks
+
+    incident_id, correlation_id = incident.pk, integration_services.new_correlation_id()
+    transaction.on_commit(lambda: _send_to_broker(tasks.deliver_incident, incident_id, correlation_id))
+
+
+def _send_to_broker(task, *args) -> None:
+    # The incident is committed; if the broker is down it stays pending and the sweeper
+    # queues it later, so a failed publish must not fail the request that accepted it.
+    try:
+        task.delay(*args)
+    except Exception:
+        logger.warning("Could not queue %s%s; the sweeper will retry", task.name, args, exc_info=True)
+
+
+def _mark_pending(incident: Incident) -> None:
+    incident.sync_state = Incident.Sync.PENDING
+    incident.sync_error = ""
+    incident.sync_claim = ""
+    incident.sync_requested_at = timezone.now()
+
+
+def accept_incident(account: Account, tenant: Tenant, data: dict) -> tuple[Incident, bool]:
+    """Store an incident (or count a repeat of an open one) and queue its delivery.
+    Returns (incident, created)."""
+    now = timezone.now()
+    with transaction.atomic():
+        repeat = _open_repeat(account, data.get("dedupe_key", ""), tenant)
+        if repeat is not None:
+            incident, reopen = repeat
+            incident.occurrences = F("occurrences") + 1
+            incident.last_seen_at = now
+            if reopen:
+                incident.status, incident.status_source, incident.status_changed_at = "Open", "api", now
+            _mark_pending(incident)
+            incident.save()
+            incident.refresh_from_db()
+            text = f"Seen again at {now:%Y-%m-%d %H:%M} UTC, count {incident.occurrences}."
+            if reopen:
+                text += " The ticket was closed recently, so it is reopened."
+            IncidentNote.objects.create(incident=incident, text=text)
+            _queue(incident)
+            return incident, False
+        incident = Incident.objects.create(account=account, tenant=tenant, **data)
+        _queue(incident)
+        return incident, True
+
+
+def _open_repeat(account: Account, dedupe_key: str, tenant: Tenant) -> tuple[Incident, bool] | None:
+    """The incident a repeat belongs to: one whose ticket is open, or (recurrence rule) was
+    closed less than `reopen_within_hours` ago. (incident, reopen?) or None."""
+    if not dedupe_key:
+        return None
+    latest = (
+        Incident.objects.for_account(account)
+        .filter(dedupe_key=dedupe_key, tenant=tenant)
+        .select_for_update()
+        .select_related("ticket")
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    if latest is None:
+        return None
+    closed_at = latest.ticket.closed_at if latest.ticket else None
+    if latest.status not in CLOSING_STATUSES and closed_at is None:
+        return latest, False
+    config = TicketingConfig.objects.for_account(account).first()
+    window = timezone.timedelta(hours=config.reopen_within_hours if config else 24)
+    closed_at = closed_at or latest.status_changed_at
+    if latest.ticket is not None and timezone.now() - closed_at < window:
+        return latest, True
+    return None
+
+
+def change_incident(incident: Incident, changes: dict, *, source: str = "api") -> Incident:
+    """Apply status/severity/details changes; queue a sync when the ticket must follow."""
+    with transaction.atomic():
+        incident = Incident.objects.select_for_update().get(pk=incident.pk)
+        changed = [field for field, value in changes.items() if getattr(incident, field) != value]
+        for field in changed:
+            setattr(incident, field, changes[field])
+        if "status" in changed:
+            incident.status_source = source
+            incident.status_changed_at = timezone.now()
+        if changed:
+            if source != "psa":  # a change that came from the PSA is not echoed back to it
+                _mark_pending(incident)
+            incident.save()
+            if source != "psa":
+                _queue(incident)
+    return incident
+
+
+def add_note(incident: Incident, text: str) -> IncidentNote:
+    with transaction.atomic():
+        note = IncidentNote.objects.create(incident=incident, text=text)
+        Incident.objects.filter(pk=incident.pk).update(
+            sync_state=Incident.Sync.PENDING, sync_claim="", sync_error="", sync_requested_at=timezone.now()
+        )
+        _queue(incident)
+    return note
+
+
+def retry_incident(incident: Incident) -> None:
+    with transaction.atomic():
+        Incident.objects.filter(pk=incident.pk).update(
+            sync_state=Incident.Sync.PENDING, sync_claim="", sync_error="", sync_requested_at=timezone.now()
+        )
+        _queue(incident)
+
+
+def sweep() -> int:
+    """Beat: queue again incidents that waited too long (broker down, worker killed)."""
+    now = timezone.now()
+    due = Incident.objects.filter(
+        Q(sync_state=Incident.Sync.PENDING, sync_requested_at__lt=now - SWEEP_AFTER)
+        | Q(sync_state=Incident.Sync.SYNCING, sync_claimed_at__lt=now - CLAIM_LEASE)
+    ).order_by("created_at", "id")
+    count = 0
+    for incident in due[:1000]:
+        Incident.objects.filter(pk=incident.pk).update(sync_requested_at=now)
+        _queue(incident)
+        count += 1
+    return count
+
+
+def release_held(account: Account) -> int:
+    """On resume: incidents held while paused are sent, oldest first."""
+    held = list(Incident.objects.for_account(account).filter(sync_state=Incident.Sync.HELD).order_by("created_at", "id"))
+    with transaction.atomic():
+        for incident in held:
+            Incident.objects.filter(pk=incident.pk).update(sync_state=Incident.Sync.PENDING, sync_requested_at=timezone.now())
+            _queue(incident)
+    return len(held)
+
+
+def release_needing_mapping(account: Account, tenant: Tenant | None = None) -> int:
+    """After a mapping or a default company is set: send what waited for it."""
+    waiting = Incident.objects.for_account(account).filter(sync_state=Incident.Sync.NEEDS_MAPPING)
+    if tenant is not None:
+        waiting = waiting.filter(tenant=tenant)
+    waiting = list(waiting.order_by("created_at", "id"))
+    with transaction.atomic():
+        for incident in waiting:
+            Incident.objects.filter(pk=incident.pk).update(sync_state=Incident.Sync.PENDING, sync_requested_at=timezone.now())
+            _queue(incident)
+    return len(waiting)
+
+
+# --- routing ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    company_id: str
+    company_name: str
+    company_source: str  # "mapping" | "default"
+    board_id: str
+    board_name: str
+    status_id: str
+    priority_id: str
+    type_id: str
+
+
+def route(config: TicketingConfig, tenant: Tenant, severity: str, status: str, *, new: bool) -> Route:
+    """Where a ticket for this tenant and severity lands. Raises NotReady with the fix."""
+    mapping = CompanyMapping.objects.filter(tenant=tenant).first()
+    if mapping is not None:
+        company_id, company_name, source = mapping.company_id, mapping.company_name, "mapping"
+    elif config.default_company_id:
+        company_id, company_name, source = config.default_company_id, config.default_company_name, "default"
+    else:
+        raise NotReady(
+            Incident.Sync.NEEDS_MAPPING,
+            f"Tenant “{tenant.name}” is not mapped to a PSA company and no default company is set. Map it under "
+            "Integrations › Map tenants, or choose a default company on the Ticketing page.",
+        )
+    if not config.board_id:
+        raise NotReady(Incident.Sync.FAILED, "No board or queue is chosen on the Ticketing page.")
+    missing = config.missing_statuses()
+    if missing:
+        raise NotReady(
+            Incident.Sync.FAILED,
+            f"The status mapping for {config.board_name or 'the board'} is incomplete: choose a status for "
+            f"{', '.join(missing)} on the Ticketing page (each board has its own statuses).",
+        )
+    status_id = config.status_map.get("new") if new and config.status_map.get("new") else config.status_map[status]
+    priority_id = config.priority_map.get(severity) or config.default_priority_id
+    if not priority_id:
+        raise NotReady(Incident.Sync.FAILED, f"No PSA priority is mapped for severity {severity} on the Ticketing page.")
+    return Route(company_id, company_name, source, config.board_id, config.board_name, status_id, priority_id, config.type_id)
+
+
+def draft_for(incident: Incident, config: TicketingConfig, route_: Route) -> TicketDraft:
+    lines = [incident.details.strip()] if incident.details.strip() else []
+    if incident.source_url:
+        lines.append(f"Source: {incident.source_url}")
+    lines.append(f"Severity: {incident.severity}. Hub reference: {incident.reference}")
+    return TicketDraft(
+        reference=incident.reference,
+        company_id=route_.company_id,
+        summary=incident.title,
+        description="\n\n".join(lines),
+        board_id=route_.board_id,
+        status_id=route_.status_id,
+        priority_id=route_.priority_id,
+        type_id=config.type_id,
+        subtype_id=config.subtype_id,
+        item_id=config.item_id,
+        source_id=config.source_id,
+        team_id=config.team_id,
+        extra={**config.extra, "contact_email": incident.contact_email},
+    )
+
+
+# --- delivery (the worker) ---------------------------------------------------------------------
+
+
+def claim(incident_id: int, claim_id: str) -> bool:
+    now = timezone.now()
+    claimable = Q(sync_state=Incident.Sync.PENDING) | Q(
+        Q(sync_claim=claim_id) | Q(sync_claimed_at__lt=now - CLAIM_LEASE), sync_state=Incident.Sync.SYNCING
+    )
+    return bool(
+        Incident.objects.filter(claimable, pk=incident_id).update(
+            sync_state=Incident.Sync.SYNCING,
+            sync_claim=claim_id,
+            sync_claimed_at=now,
+            sync_attempts=F("sync_attempts") + 1,
+        )
+    )
+
+
+def _finish(incident: Incident, claim_id: str, state: str, error: str = "") -> bool:
+    """Record the outcome unless the incident changed meanwhile (then it is pending again)."""
+    fields = {"sync_state": state, "sync_error": error, "sync_claim": ""}
+    if state == Incident.Sync.SYNCED:
+        fields["synced_at"] = timezone.now()
+    return bool(Incident.objects.filter(pk=incident.pk, sync_claim=claim_id).update(**fields))
+
+
+def deliver(incident_id: int, claim_id: str, correlation_id: str) -> str | None:
+    """Bring the PSA ticket in step with the incident. Returns the state reached, or None
+    when someone else holds the claim. Transient PSA errors are raised for the task to retry."""
+    if not claim(incident_id, claim_id):
+        return None
+    incident = Incident.objects.select_related("tenant", "account", "ticket").get(pk=incident_id)
+    account = incident.account
+    connection = Connection.objects.for_account(account).first()
+    config = TicketingConfig.objects.for_account(account).first()
+    try:
+        if connection is None or connection.status != Connection.Status.CONNECTED:
+            raise NotReady(Incident.Sync.FAILED, "No connected PSA: link one under Integrations.")
+        if connection.paused:
+            raise NotReady(Incident.Sync.HELD, "The integration is paused; the incident is held and sent on resume.")
+        if config is None or config.vendor != connection.vendor:
+            raise NotReady(Incident.Sync.FAILED, "Ticketing is not set up: choose the board or queue on the Ticketing page.")
+        _sync_ticket(incident, connection, config, correlation_id)
+    except NotReady as exc:
+        if _finish(incident, claim_id, exc.state, exc.message):
+            _log(incident, connection, "ticket.sync", exc.message, correlation_id,
+                 IntegrationLog.Outcome.SKIPPED if exc.state == Incident.Sync.HELD else IntegrationLog.Outcome.ERROR)
+        return exc.state
+    except PsaError as exc:
+        if not exc.permanent:
+            raise
+        fail(incident.pk, claim_id, exc.message, correlation_id)
+        return Incident.Sync.FAILED
+    _finish(incident, claim_id, Incident.Sync.SYNCED)
+    return Incident.Sync.SYNCED
+
+
+def fail(incident_id: int, claim_id: str, message: str, correlation_id: str) -> None:
+    incident = Incident.objects.select_related("account").get(pk=incident_id)
+    if _finish(incident, claim_id, Incident.Sync.FAILED, message):
+        connection = Connection.objects.for_account(incident.account).first()
+        _log(incident, connection, "ticket.sync", f"Incident #{incident.pk}: {message}", correlation_id, IntegrationLog.Outcome.ERROR)
+
+
+def _log(incident, connection, action, message, correlation_id, outcome=IntegrationLog.Outcome.OK) -> None:
+    integration_services.log_action(
+        incident.account, action, message, outcome=outcome, connection=connection, tenant=incident.tenant,
+        correlation_id=correlation_id, subject=f"incident:{incident.pk}",
+    )
+
+
+def _sync_ticket(incident: Incident, connection: Connection, config: TicketingConfig, correlation_id: str) -> None:
+    provider = integration_services.build_provider(
+        connection, action="ticket.sync", correlation_id=correlation_id, tenant=incident.tenant,
+        subject=f"incident:{incident.pk}",
+    )
+    adapter = provider.ticketing()
+    ticket = incident.ticket
+    if ticket is None:
+        route_ = route(config, incident.tenant, incident.severity, incident.status, new=True)
+        found = adapter.find_by_reference(incident.reference)
+        if found is None:
+            found = adapter.create(draft_for(incident, config, route_))
+            message = f"Created ticket {found.number or found.id} for incident #{incident.pk} on {config.board_name or config.board_id}."
+        else:
+            message = f"Found ticket {found.number or found.id} already created for incident #{incident.pk}; linked it."
+        ticket, _ = Ticket.objects.get_or_create(
+            account=incident.account, reference=incident.reference,
+            defaults={
+                "vendor": connection.vendor, "ticket_id": found.id, "number": found.number,
+                "url": found.url or provider.ticket_url(found.id), "board_id": route_.board_id,
+                "status_map": dict(config.status_map),
+                "company_id": route_.company_id, "status_id": found.status_id or route_.status_id,
+                "priority_id": route_.priority_id,
+            },
+        )
+        Incident.objects.filter(pk=incident.pk).update(ticket=ticket)
+        incident.ticket = ticket
+        _log(incident, connection, "ticket.create", message, correlation_id)
+    _follow_incident(incident, ticket, adapter, config, connection, correlation_id)
+    _deliver_notes(incident, ticket, adapter, connection, correlation_id)
+
+
+def _follow_incident(incident, ticket, adapter, config, connection, correlation_id) -> None:
+    """Status and priority of the ticket follow the incident, with the statuses of the
+    ticket's own board (it stays there when the configured board changes)."""
+    status_map = ticket.status_map if ticket.board_id != config.board_id else config.status_map
+    status_id = status_map.get(incident.status, "")
+    priority_id = config.priority_map.get(incident.severity) or config.default_priority_id
+    wanted_status = status_id if status_id and status_id != ticket.status_id else ""
+    wanted_priority = priority_id if priority_id and priority_id != ticket.priority_id else ""
+    if not (wanted_status or wanted_priority):
+        return
+    ref = adapter.update(ticket.ticket_id, status_id=wanted_status, priority_id=wanted_priority)
+    closing = incident.status in CLOSING_STATUSES
+    Ticket.objects.filter(pk=ticket.pk).update(
+        status_id=ref.status_id or status_id or ticket.status_id,
+        priority_id=priority_id or ticket.priority_id,
+        closed_at=(ticket.closed_at or timezone.now()) if closing else None,
+    )
+    what = []
+    if wanted_status:
+        what.append(f"status → {incident.status}")
+    if wanted_priority:
+        what.append(f"priority → {incident.severity}")
+    _log(incident, connection, "ticket.update", f"Ticket {ticket.number or ticket.ticket_id}: {', '.join(what)}.", correlation_id)
+
+
+def _deliver_notes(incident, ticket, adapter, connection, correlation_id) -> None:
+    for note in IncidentNote.objects.filter(incident=incident, delivered_at__isnull=True).order_by("created_at", "id"):
+        text = f"{note.text}\n\n{note.marker}"
+        if note.sending_at is None or not adapter.note_exists(ticket.ticket_id, note.marker):
+            IncidentNote.objects.filter(pk=note.pk).update(sending_at=timezone.now())
+            adapter.add_note(ticket.ticket_id, text)
+        IncidentNote.objects.filter(pk=note.pk).update(delivered_at=timezone.now())
+        _log(incident, connection, "ticket.note", f"Added a note to ticket {ticket.number or ticket.ticket_id}.", correlation_id)
