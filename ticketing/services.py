@@ -254,7 +254,8 @@ def draft_for(incident: Incident, config: TicketingConfig, route_: Route) -> Tic
         item_id=config.item_id,
         source_id=config.source_id,
         team_id=config.team_id,
-        extra={**config.extra, "contact_email": incident.contact_email},
+        contact_email=incident.contact_email,
+        extra=dict(config.extra),
     )
 
 

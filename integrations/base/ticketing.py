@@ -27,6 +27,7 @@ class TicketDraft:
     source_id: str = ""
     team_id: str = ""
     contact_id: str = ""
+    contact_email: str = ""  # the adapter may look the contact up by it
     extra: dict = field(default_factory=dict)  # vendor-specific settings (Autotask issue type...)
 
 
@@ -65,3 +66,8 @@ class TicketingAdapter(ABC):
 
     @abstractmethod
     def add_note(self, ticket_id: str, text: str, *, internal: bool = True) -> None: ...
+
+    def note_exists(self, ticket_id: str, marker: str) -> bool:
+        """Whether a note containing `marker` is on the ticket: asked before re-sending a note
+        whose first attempt lost its answer. Every adapter must answer it from the PSA."""
+        raise NotImplementedError

@@ -96,6 +96,12 @@ class ConnectWiseTicketing(TicketingAdapter):
         self.client.create_ticket_note(ticket_id, {"text": parse.clipped(text), flag: True})
 
 
+    def note_exists(self, ticket_id: str, marker: str) -> bool:
+        # Newest first: a note whose answer was lost is among the last ones on the ticket.
+        notes = self.client.ticket_notes(ticket_id, order_by="id desc", fields="id,text", page_size=100, max_pages=1)
+        return any(marker in (note.get("text") or "") for note in notes)
+
+
 def _reference(name: str, value) -> dict:
     text = str(value).strip()
     if not text.isdigit():

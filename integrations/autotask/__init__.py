@@ -1,0 +1,1 @@
+"""Autotask PSA: zone discovery, the REST client, and the provider, ticketing and billing adapters."""
