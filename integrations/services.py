@@ -148,8 +148,16 @@ class CacheTokenStore:
 
 
 def build_provider(
-    connection: Connection, *, action: str, correlation_id: str, tenant: Tenant | None = None, subject: str = ""
+    connection: Connection,
+    *,
+    action: str,
+    correlation_id: str,
+    tenant: Tenant | None = None,
+    subject: str = "",
+    config_overrides: dict | None = None,
 ) -> Provider:
+    """A provider for one piece of work; `config_overrides` adds feature settings the adapter
+    reads from its config (e.g. the Halo note outcome chosen on the Ticketing page)."""
     transport = Transport(
         allow_private=settings.PSA_ALLOW_PRIVATE_HOSTS,
         read_timeout=settings.PSA_HTTP_TIMEOUT,
@@ -157,7 +165,8 @@ def build_provider(
         on_request=request_logger(connection, action, correlation_id, tenant, subject),
     )
     provider_class = registry.get(connection.vendor).provider
-    return provider_class(vendor_config(connection), load_credentials(connection), transport, **_provider_extras(connection))
+    config = {**vendor_config(connection), **(config_overrides or {})}
+    return provider_class(config, load_credentials(connection), transport, **_provider_extras(connection))
 
 
 def _provider_extras(connection: Connection) -> dict:

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class ChoiceField:
-    name: str  # TicketingConfig attribute, or "extra.<key>"
+    # TicketingConfig attribute, or "extra.<key>": extra keys reach the adapter both in the
+    # ticket draft and in the provider's config (e.g. Halo's note outcome, Autotask's issue type).
+    name: str
     label: str
     kind: str  # picklist kind of the vendor's provider
     parent: str = ""  # the field whose value is the list's parent id
@@ -55,8 +57,8 @@ VENDOR_TICKETING = {
         fields=(
             ChoiceField("type_id", "Ticket Type", "ticket_types"),
             ChoiceField("source_id", "Source", "sources"),
-            ChoiceField("extra.issue_type", "Issue Type", "issue_types"),
-            ChoiceField("extra.sub_issue_type", "Sub-issue Type", "sub_issue_types", parent="extra.issue_type"),
+            ChoiceField("extra.issue_type_id", "Issue Type", "issue_types"),
+            ChoiceField("extra.sub_issue_type_id", "Sub-issue Type", "sub_issue_types", parent="extra.issue_type_id"),
         ),
     ),
     "halo": VendorTicketing(
@@ -67,7 +69,7 @@ VENDOR_TICKETING = {
         new_status=False, default_priority=False, default_company=True,
         fields=(
             ChoiceField("team_id", "Team", "teams"),
-            ChoiceField("extra.note_outcome", "Outcome for notes", "outcomes",
+            ChoiceField("extra.note_outcome_id", "Outcome for notes", "outcomes",
                         help="Halo needs an outcome on every action; the private note outcome is usual."),
         ),
     ),

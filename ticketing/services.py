@@ -333,7 +333,7 @@ def _log(incident, connection, action, message, correlation_id, outcome=Integrat
 def _sync_ticket(incident: Incident, connection: Connection, config: TicketingConfig, correlation_id: str) -> None:
     provider = integration_services.build_provider(
         connection, action="ticket.sync", correlation_id=correlation_id, tenant=incident.tenant,
-        subject=f"incident:{incident.pk}",
+        subject=f"incident:{incident.pk}", config_overrides=config.extra,
     )
     adapter = provider.ticketing()
     ticket = incident.ticket

@@ -67,7 +67,7 @@ class TicketingAdapter(ABC):
     @abstractmethod
     def add_note(self, ticket_id: str, text: str, *, internal: bool = True) -> None: ...
 
+    @abstractmethod
     def note_exists(self, ticket_id: str, marker: str) -> bool:
         """Whether a note containing `marker` is on the ticket: asked before re-sending a note
-        whose first attempt lost its answer. Every adapter must answer it from the PSA."""
-        raise NotImplementedError
+        whose first attempt lost its answer."""
