@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import QueryDict
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
@@ -76,7 +77,7 @@ class ConnectionView(APIView):
         data = QueryDict(mutable=True)
         for key, value in payload.validated_data["credentials"].items():
             data[key] = "" if value is None else str(value)
-        form = registry.get(vendor).form(data, existing_secrets=stored)
+        form = registry.get(vendor).form(data, existing_secrets=stored, allow_private=settings.PSA_ALLOW_PRIVATE_HOSTS)
         if not form.is_valid():
             raise exceptions.ValidationError({f"credentials.{k}": v for k, v in form.errors.items()})
         config, secrets = form.config_and_secrets()

@@ -6,6 +6,7 @@ database knows; HTMX polls the status partials while work is under way.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Q
@@ -70,7 +71,12 @@ def link(request, vendor: str):
         messages.error(request, f"{connection.get_vendor_display()} is linked. Remove it first to link {entry.name}: one PSA per account.")
         return redirect("integrations")
     stored = services.stored_secret_names(connection)
-    form = entry.form(request.POST or None, initial=connection.config if connection else None, existing_secrets=stored)
+    form = entry.form(
+        request.POST or None,
+        initial=connection.config if connection else None,
+        existing_secrets=stored,
+        allow_private=settings.PSA_ALLOW_PRIVATE_HOSTS,
+    )
     if request.method == "POST" and form.is_valid():
         config, secrets = form.config_and_secrets()
         try:

@@ -34,7 +34,10 @@ class AutotaskLinkForm(forms.Form):
         ),
     )
 
-    def __init__(self, *args, existing_secrets: set[str] | frozenset[str] = frozenset(), **kwargs):
+    def __init__(
+        self, *args, existing_secrets: set[str] | frozenset[str] = frozenset(), allow_private: bool = False, **kwargs
+    ):
+        # allow_private is for forms with user-typed hosts; Autotask's zone is discovered.
         super().__init__(*args, **kwargs)
         self.existing_secrets = set(existing_secrets)
         for name in SECRET_FIELDS:

@@ -60,11 +60,11 @@ class ConnectWiseLinkForm(forms.Form):
         help_text="Generated with the Public Key and shown only once: copy it right away.",
     )
 
-    def __init__(self, *args, existing_secrets: set[str] | frozenset = frozenset(), allow_http: bool = False, **kwargs):
+    def __init__(self, *args, existing_secrets: set[str] | frozenset = frozenset(), allow_private: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.existing_secrets = set(existing_secrets)
         # http:// only for local fake PSAs (the service layer passes PSA_ALLOW_PRIVATE_HOSTS).
-        self.allow_http = allow_http
+        self.allow_http = allow_private
         self.normalised: parse.Site | None = None
         if "private_key" in self.existing_secrets:
             self.fields["private_key"].help_text += " Leave blank to keep the stored Private Key."

@@ -213,7 +213,7 @@ class MemoryLinkForm(forms.Form):
         help_text="Made under Setup > API keys.",
     )
 
-    def __init__(self, *args, existing_secrets=(), **kwargs):
+    def __init__(self, *args, existing_secrets=(), allow_private=False, **kwargs):
         super().__init__(*args, **kwargs)
         self.existing_secrets = set(existing_secrets)
         if "api_key" in self.existing_secrets:

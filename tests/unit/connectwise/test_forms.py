@@ -17,7 +17,7 @@ VALID = {
 
 
 def form(existing=(), allow_http=False, **data):
-    return ConnectWiseLinkForm({**VALID, **data}, existing_secrets=set(existing), allow_http=allow_http)
+    return ConnectWiseLinkForm({**VALID, **data}, existing_secrets=set(existing), allow_private=allow_http)
 
 
 @pytest.mark.parametrize(
