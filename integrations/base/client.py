@@ -114,6 +114,8 @@ class HttpClient:
     vendor = "the PSA"
     # Appended to "Authentication failed: …" so users know which values to re-check.
     auth_hint = "Re-enter the credentials."
+    # Appended when the PSA answers with a web page instead of API data.
+    url_hint = "Check that the URL points at the PSA's API."
 
     def __init__(self, base_url: str, transport: Transport | None = None, secrets: Iterable[str] = ()):
         self.base_url = base_url.rstrip("/") + "/"
@@ -247,7 +249,10 @@ class HttpClient:
             transport.sleep(wait)
 
     def json(self, method: str, path: str, **kwargs) -> Any:
-        response = self.request(method, path, **kwargs)
+        return self.decode(self.request(method, path, **kwargs))
+
+    def decode(self, response: requests.Response) -> Any:
+        """The JSON of a successful response; a web page or garbage becomes UnavailableError."""
         if response.status_code == 204 or not response.content:
             return None
         try:
@@ -255,8 +260,7 @@ class HttpClient:
         except ValueError:
             what = "a web page" if response.text.lstrip().startswith("<") else "something that is not JSON"
             raise UnavailableError(
-                f"{self.vendor} answered with {what} (HTTP {response.status_code}) instead of API data. "
-                "Check that the URL points at the PSA's API.",
+                f"{self.vendor} answered with {what} (HTTP {response.status_code}) instead of API data. {self.url_hint}",
                 status=response.status_code,
             ) from None
 

@@ -100,6 +100,7 @@ def _id(value) -> str:
 class ConnectWiseClient(HttpClient):
     vendor = "ConnectWise"
     auth_hint = "Verify Company ID, Site URL, Public and Private keys. Regenerate keys if needed."
+    url_hint = "Check the Site URL/region."
 
     def __init__(
         self,
@@ -188,19 +189,6 @@ class ConnectWiseClient(HttpClient):
 
     # --- plumbing -------------------------------------------------------------------------------
 
-    def _decode(self, response: requests.Response) -> Any:
-        if response.status_code == 204 or not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError:
-            what = "a web page" if response.text.lstrip().startswith("<") else "something that is not JSON"
-            raise UnavailableError(
-                f"ConnectWise answered with {what} (HTTP {response.status_code}) instead of API data. "
-                "Check the Site URL/region.",
-                status=response.status_code,
-            ) from None
-
     def _list(
         self,
         path: str,
@@ -224,7 +212,7 @@ class ConnectWiseClient(HttpClient):
         limit = min(max_pages or pagination.MAX_PAGES, pagination.MAX_PAGES)
         while True:
             response = self.request("GET", url, params=query)
-            items = self._decode(response)
+            items = self.decode(response)
             if not isinstance(items, list):
                 raise UnavailableError(f"ConnectWise answered {path} with something other than a list.")
             yield from items
@@ -243,17 +231,17 @@ class ConnectWiseClient(HttpClient):
         return (ours.scheme, ours.hostname, ours.port) == (theirs.scheme, theirs.hostname, theirs.port)
 
     def _get(self, path: str, **params) -> Any:
-        return self._decode(self.request("GET", path, params={k: v for k, v in params.items() if v} or None))
+        return self.decode(self.request("GET", path, params={k: v for k, v in params.items() if v} or None))
 
     def _send(self, method: str, path: str, body: Any, *, idempotent: bool | None = None) -> Any:
-        return self._decode(self.request(method, path, json=body, idempotent=idempotent))
+        return self.decode(self.request(method, path, json=body, idempotent=idempotent))
 
     # --- login and system -----------------------------------------------------------------------
 
     def company_info(self, site_url: str, company_id: str) -> dict | None:
         """GET https://{site}/login/companyinfo/{companyId}: no auth; JSON null for an unknown company."""
         url = f"{site_url.rstrip('/')}/login/companyinfo/{requests.utils.quote(company_id, safe='')}"
-        return self._decode(self.request("GET", url, headers={"Accept": "application/json"}, authorize=False))
+        return self.decode(self.request("GET", url, headers={"Accept": "application/json"}, authorize=False))
 
     def system_info(self) -> dict:
         return self._get("system/info")
