@@ -170,6 +170,14 @@ class AccountScopedMixin:
         return self.model.objects.for_account(self.request.account)
 
 
+class SessionSecurity(OpenApiAuthenticationExtension):
+    target_class = "hub.api.SessionAuthentication"
+    name = "Session"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "apiKey", "in": "cookie", "name": "sessionid", "description": "The pages' sign-in session."}
+
+
 class ApiKeySecurity(OpenApiAuthenticationExtension):
     target_class = "hub.api.ApiKeyAuthentication"
     name = "ApiKey"

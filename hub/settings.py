@@ -310,6 +310,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "IncidentStatusEnum": "ticketing.models.STATUSES",
+        "SeverityEnum": "ticketing.models.SEVERITIES",
+        "ConnectionStatusEnum": "integrations.models.Connection.Status",
+    },
 }
 
 LOGGING = {
