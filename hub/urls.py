@@ -7,6 +7,8 @@ from rest_framework.routers import DefaultRouter
 from hub import tenants_api, views
 from integrations.urls import api_urlpatterns as integration_api
 from ticketing.api import IncidentViewSet
+from ticketing.urls import api_urlpatterns as ticketing_api
+from ticketing.urls import incident_urlpatterns
 
 router = DefaultRouter(trailing_slash="/?")
 router.register("tenants", tenants_api.TenantViewSet, basename="tenant")
@@ -19,7 +21,8 @@ urlpatterns = [
     path("no-account/", views.no_account, name="no_account"),
     path("accounts/switch/", views.switch_account, name="switch_account"),
     path("settings/integrations/", include("integrations.urls")),
-    path("settings/ticketing/", views.ticketing, name="ticketing"),
+    path("settings/ticketing/", include("ticketing.urls")),
+    path("settings/incidents/", include(incident_urlpatterns)),
     path("settings/billing/", views.billing, name="billing"),
     path("settings/logs/", views.logs, name="logs"),
     path("settings/tenants/", views.tenant_list, name="tenants"),
@@ -32,6 +35,7 @@ urlpatterns = [
     path("settings/system/ping/", views.system_ping, name="system_ping"),
     path("settings/system/ping/<uuid:pk>/", views.system_ping_status, name="system_ping_status"),
     path("api/v1/", include(integration_api)),
+    path("api/v1/", include(ticketing_api)),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api_docs"),

@@ -62,11 +62,6 @@ def _section(request, section: str, title: str, next_step: str):
 
 
 @role_required()
-def ticketing(request):
-    return _section(request, "ticketing", "Ticketing", "Link a PSA under Integrations first; then choose the board or queue here.")
-
-
-@role_required()
 def billing(request):
     return _section(request, "billing", "Billing", "Link a PSA under Integrations first; then map products and agreements here.")
 

@@ -159,3 +159,268 @@ class IncidentViewSet(
         services.retry_incident(incident)
         incident.refresh_from_db()
         return Response(self.get_serializer(incident).data, status=status.HTTP_202_ACCEPTED)
+
+
+# --- Ticketing settings and the routing preview -------------------------------------------------------
+# GET/PUT /api/v1/ticketing/config and POST /api/v1/ticketing/preview: the Ticketing page for
+# scripts, validated with the page's own form (ticketing.forms) against the cached picklists.
+# Imported here so the incident API above stays as it is.
+
+from drf_spectacular.utils import inline_serializer  # noqa: E402
+from rest_framework.views import APIView  # noqa: E402
+
+from hub.api import AccountRolePermission, Conflict  # noqa: E402
+from integrations.models import Connection  # noqa: E402
+from ticketing import forms as ticketing_forms  # noqa: E402
+from ticketing.fields import VENDOR_TICKETING  # noqa: E402
+
+
+def _optional_id(help_text: str = "") -> serializers.CharField:
+    return serializers.CharField(required=False, allow_blank=True, max_length=64, help_text=help_text)
+
+
+TicketingStatusMapSerializer = type("TicketingStatusMapSerializer", (serializers.Serializer,), {
+    **{status_: _optional_id(f"PSA status id for incidents in status {status_}") for status_ in STATUSES},
+    "new": _optional_id("Autotask only: the status new tickets are created with (empty: Open's)"),
+})
+TicketingPriorityMapSerializer = type("TicketingPriorityMapSerializer", (serializers.Serializer,), {
+    severity: _optional_id(f"PSA priority id for severity {severity}") for severity in SEVERITIES
+})
+
+
+# The vendor settings kept in TicketingConfig.extra, from ticketing.fields ("extra.<key>").
+TicketingExtraSerializer = type("TicketingExtraSerializer", (serializers.Serializer,), {
+    field_.name.split(".", 1)[1]: _optional_id(f"{vendor_.capitalize() if vendor_ != 'connectwise' else 'ConnectWise'}: {field_.label}")
+    for vendor_, spec_ in VENDOR_TICKETING.items() for field_ in spec_.fields if field_.name.startswith("extra.")
+})
+
+
+class TicketingConfigWriteSerializer(serializers.Serializer):
+    board_id = _optional_id("ConnectWise Service Board / Autotask Queue / Halo Ticket Type")
+    status_map = TicketingStatusMapSerializer(required=False)
+    priority_map = TicketingPriorityMapSerializer(required=False)
+    default_priority_id = _optional_id("ConnectWise: priority for severities without one")
+    type_id = _optional_id("ConnectWise Type / Autotask Ticket Type")
+    subtype_id = _optional_id("ConnectWise Subtype")
+    item_id = _optional_id("ConnectWise Item")
+    source_id = _optional_id("ConnectWise / Autotask Source")
+    team_id = _optional_id("Halo Team")
+    extra = TicketingExtraSerializer(required=False)
+    default_company_id = _optional_id("Imported PSA company for tenants that are not mapped")
+    reopen_within_hours = serializers.IntegerField(
+        required=False, min_value=0, max_value=ticketing_forms.REOPEN_MAX_HOURS,
+        help_text="A repeated incident reopens its ticket if that was closed less than this many hours ago",
+    )
+
+
+class TicketingFieldSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="Where the value goes in this document, e.g. status_map.Open")
+    label = serializers.CharField()
+    list = serializers.CharField(help_text="The picklist kind: GET /api/v1/connection/picklists/{list}?parent=")
+    parent = serializers.CharField(help_text="The id the list belongs to (a board...), empty when none")
+    parent_field = serializers.CharField(help_text="The field whose value is the parent, empty when none")
+    required = serializers.BooleanField()
+    list_state = serializers.ChoiceField(choices=["ready", "loading", "error", "needs_parent"])
+    list_error = serializers.CharField()
+
+
+class TicketingConfigSerializer(TicketingConfigWriteSerializer):
+    vendor = serializers.CharField(help_text="The linked PSA: connectwise, autotask or halo")
+    configured = serializers.BooleanField(help_text="Whether settings were saved for this PSA")
+    board_name = serializers.CharField()
+    default_company_name = serializers.CharField()
+    missing_statuses = serializers.ListField(child=serializers.CharField(), help_text="Incident statuses with no PSA status")
+    missing_priorities = serializers.ListField(child=serializers.CharField(), help_text="Severities with no PSA priority")
+    warnings = serializers.ListField(child=serializers.CharField(), help_text="E.g. a ConnectWise board without a Default Team")
+    fields = TicketingFieldSerializer(many=True, help_text="What this PSA asks for, and the cached list of each")
+    updated_at = serializers.DateTimeField(allow_null=True)
+
+
+def _ticketing_connection(request) -> Connection:
+    connection = Connection.objects.for_account(request.account).first()
+    if connection is None:
+        raise Conflict("No PSA is linked to this account: link one first (PUT /api/v1/connection); ticketing is "
+                       "configured from its boards, statuses and priorities.")
+    if connection.status != Connection.Status.CONNECTED:
+        raise Conflict(f"{connection.get_vendor_display()} is linked but not connected ({connection.get_status_display()}"
+                       f"{': ' + connection.last_error if connection.last_error else ''}). Ticketing is configured from "
+                       "its lists once the connection is verified.")
+    return connection
+
+
+def _config_document(form: ticketing_forms.TicketingForm) -> dict:
+    config = form.config
+    values = ticketing_forms.config_values(config, form.spec)
+    rows = {row.api: row for row in form.rows}
+    status_keys = STATUSES + (["new"] if form.spec.new_status else [])
+    document = {
+        "vendor": form.vendor,
+        "configured": config is not None,
+        "board_id": values.get("board_id", ""),
+        "board_name": config.board_name if config else "",
+        "status_map": {key: values.get(f"status_{key}", "") for key in status_keys},
+        "priority_map": {severity: values.get(f"priority_{severity}", "") for severity in SEVERITIES},
+        "default_company_id": values.get("default_company_id", ""),
+        "default_company_name": config.default_company_name if config else "",
+        "reopen_within_hours": values.get("reopen_within_hours", 24),
+        "missing_statuses": config.missing_statuses() if config else list(STATUSES),
+        "missing_priorities": config.missing_priorities() if config else list(SEVERITIES),
+        "warnings": form.warnings,
+        "fields": [
+            {"name": row.api, "label": row.label, "list": row.kind, "parent": row.parent_id,
+             "parent_field": next((r.api for r in form.rows if r.name == row.parent), ""), "required": row.required,
+             "list_state": row.state, "list_error": row.error}
+            for row in form.rows
+        ],
+        "updated_at": config.updated_at if config else None,
+    }
+    extra = {}
+    for api_name in rows:
+        if api_name.startswith("extra."):
+            extra[api_name.split(".", 1)[1]] = values.get(ticketing_forms.html_name(api_name), "")
+        elif "." not in api_name and api_name != "board_id":
+            document[api_name] = values.get(api_name, "")
+    if extra:
+        document["extra"] = extra
+    return document
+
+
+def _form_values(data: dict) -> dict[str, str]:
+    """The API document's values under the form's field names ("status_map.Open" -> "status_Open")."""
+    values: dict[str, str] = {}
+    for key, value in data.items():
+        if key in ("status_map", "priority_map"):
+            prefix = "status_" if key == "status_map" else "priority_"
+            values.update({f"{prefix}{name}": inner for name, inner in value.items()})
+        elif key == "extra":
+            values.update({f"extra_{name}": inner for name, inner in value.items()})
+        else:
+            values[key] = value
+    return values
+
+
+def _api_name(form_name: str) -> str:
+    for prefix, group in (("status_", "status_map."), ("priority_", "priority_map."), ("extra_", "extra.")):
+        if form_name.startswith(prefix):
+            return group + form_name.removeprefix(prefix)
+    return form_name
+
+
+class TicketingConfigView(APIView):
+    """The Ticketing page's settings. Reading is for every role, changing for operators and admins."""
+
+    @extend_schema(summary="The ticketing settings (board/queue, status and priority mapping, defaults)",
+                   responses=TicketingConfigSerializer)
+    def get(self, request):
+        connection = _ticketing_connection(request)
+        form = ticketing_forms.TicketingForm(connection=connection, config=ticketing_forms.config_for(request.account))
+        return Response(_config_document(form))
+
+    @extend_schema(
+        summary="Change the ticketing settings",
+        description="Each value is checked against the connection's cached lists (GET "
+        "/api/v1/connection/picklists/{kind}). Keys left out keep their current value; send \"\" to clear one. "
+        "When the board (queue, ticket type) changes, its statuses must be mapped again: saved values that are "
+        "not in the new board's list are cleared unless sent. An incomplete status mapping is saved and listed "
+        "in missing_statuses. Setting a default company sends the incidents that waited for one.",
+        request=TicketingConfigWriteSerializer,
+        responses=TicketingConfigSerializer,
+    )
+    def put(self, request):
+        connection = _ticketing_connection(request)
+        payload = TicketingConfigWriteSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        config = ticketing_forms.config_for(request.account)
+        current = ticketing_forms.TicketingForm(connection=connection, config=config, queue_refresh=False)
+        given = _form_values(payload.validated_data)
+        known = {row.name for row in current.rows} | {"default_company_id", "reopen_within_hours"}
+        unknown = {_api_name(name): [f"{current.psa} has no such setting; leave {_api_name(name)} out."]
+                   for name, value in given.items() if name not in known and value not in ("", None)}
+        if unknown:
+            raise exceptions.ValidationError(unknown)
+        values = {**ticketing_forms.config_values(current.config, current.spec),
+                  **{name: value for name, value in given.items() if name in known}}
+        form = ticketing_forms.TicketingForm(
+            values, connection=connection, config=config, drop_stale={name for name in known if name not in given},
+        )
+        if not form.is_valid():
+            raise exceptions.ValidationError(form.api_errors())
+        form.save(request.account)
+        saved = ticketing_forms.TicketingForm(connection=connection, config=ticketing_forms.config_for(request.account))
+        return Response(_config_document(saved))
+
+
+class TicketingPreviewRequestSerializer(serializers.Serializer):
+    tenant = serializers.CharField(help_text="The tenant's external_id")
+    severity = _choice("severity", SEVERITIES)
+
+
+class TicketingPreviewSerializer(serializers.Serializer):
+    ready = serializers.BooleanField(help_text="Whether a ticket would be created now")
+    state = serializers.CharField(help_text="When not ready: the state an incident would take (needs_mapping, failed)")
+    message = serializers.CharField(help_text="When not ready: why, and the fix")
+    note = serializers.CharField(help_text="E.g. that the integration is paused")
+    tenant = serializers.CharField()
+    severity = serializers.CharField()
+    company = inline_serializer("TicketingPreviewCompany", {
+        "id": serializers.CharField(), "name": serializers.CharField(),
+        "source": serializers.ChoiceField(choices=["mapping", "default"]),
+    }, allow_null=True)
+    board = inline_serializer("TicketingPreviewChoice", {"id": serializers.CharField(), "name": serializers.CharField()},
+                              allow_null=True)
+    status = inline_serializer("TicketingPreviewStatus", {"id": serializers.CharField(), "name": serializers.CharField()},
+                               allow_null=True)
+    priority = inline_serializer("TicketingPreviewPriority", {"id": serializers.CharField(), "name": serializers.CharField()},
+                                 allow_null=True)
+    type = inline_serializer("TicketingPreviewType", {"id": serializers.CharField(), "name": serializers.CharField()},
+                             allow_null=True)
+
+
+class PreviewPermission(AccountRolePermission):
+    """The preview writes nothing: every role may ask for it, though it is a POST."""
+
+    def has_permission(self, request, view):
+        # The parent raises for the unauthenticated and for people outside the account, and
+        # answers False only when a reader asks to write.
+        return super().has_permission(request, view) or request.actor.can_read
+
+
+class TicketingPreviewView(APIView):
+    permission_classes = [PreviewPermission]
+
+    @extend_schema(
+        summary="Where a ticket would land for a tenant and severity (writes nothing)",
+        description="The company (from the tenant's mapping or the default company), board/queue, status for a new "
+        "ticket, priority and type. When a ticket could not be made, ready is false and message says why.",
+        request=TicketingPreviewRequestSerializer,
+        responses=TicketingPreviewSerializer,
+    )
+    def post(self, request):
+        connection = _ticketing_connection(request)
+        payload = TicketingPreviewRequestSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        external_id = payload.validated_data["tenant"]
+        tenant = Tenant.objects.for_account(request.account).filter(external_id=external_id).first()
+        if tenant is None:
+            raise exceptions.NotFound(f"tenant: no tenant with external_id {external_id!r} in this account.")
+        preview = ticketing_forms.preview_route(
+            connection, ticketing_forms.config_for(request.account), tenant, payload.validated_data["severity"]
+        )
+
+        def pair(item_id: str, name: str) -> dict | None:
+            return {"id": item_id, "name": name} if preview.ready else None
+
+        return Response({
+            "ready": preview.ready,
+            "state": "" if preview.ready else preview.state,
+            "message": preview.message,
+            "note": preview.note,
+            "tenant": tenant.external_id,
+            "severity": preview.severity,
+            "company": {"id": preview.company_id, "name": preview.company_name, "source": preview.company_source}
+            if preview.ready else None,
+            "board": pair(preview.board_id, preview.board_name),
+            "status": pair(preview.status_id, preview.status_name),
+            "priority": pair(preview.priority_id, preview.priority_name),
+            "type": pair(preview.type_id, preview.type_name) if preview.type_id else None,
+        })

@@ -1,0 +1,29 @@
+from django.urls import path
+
+from ticketing import api, views
+
+# Mounted at /settings/ticketing/.
+urlpatterns = [
+    path("", views.settings_page, name="ticketing"),
+    path("fields/", views.config_fields, name="ticketing_fields"),
+    path("refresh/", views.refresh_lists, name="ticketing_refresh"),
+    path("companies/", views.company_options, name="ticketing_companies"),
+    path("tenants/", views.tenant_options, name="ticketing_tenants"),
+    path("preview/", views.preview, name="ticketing_preview"),
+    path("test-ticket/", views.test_ticket, name="ticketing_test_ticket"),
+    path("test-ticket/<int:pk>/", views.test_ticket_status, name="ticketing_test_ticket_status"),
+]
+
+# Mounted at /settings/incidents/.
+incident_urlpatterns = [
+    path("", views.incident_list, name="incidents"),
+    path("<int:pk>/", views.incident_detail, name="incident_detail"),
+    path("<int:pk>/sync/", views.incident_sync, name="incident_sync"),
+    path("<int:pk>/retry/", views.incident_retry, name="incident_retry"),
+]
+
+# Mounted at /api/v1/.
+api_urlpatterns = [
+    path("ticketing/config", api.TicketingConfigView.as_view(), name="api_ticketing_config"),
+    path("ticketing/preview", api.TicketingPreviewView.as_view(), name="api_ticketing_preview"),
+]
