@@ -102,19 +102,25 @@ class Pagination(pagination.PageNumberPagination):
     max_page_size = 500
 
 
-def _field_messages(detail: dict, prefix: str = "") -> dict[str, list[str]]:
-    """Flatten DRF's nested validation errors into {"field.path": [messages]}."""
-    fields: dict[str, list[str]] = {}
-    for name, value in detail.items():
-        key = prefix.rstrip(".") or name if name == "non_field_errors" else f"{prefix}{name}"
-        if isinstance(value, dict):
-            fields.update(_field_messages(value, f"{key}."))
-        elif isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
-            for index, item in enumerate(value):
-                fields.update(_field_messages(item, f"{key}[{index}]."))
-        else:
-            fields[key] = [str(item) for item in (value if isinstance(value, list) else [value])]
-    return fields
+def field_messages(errors, prefix: str = "") -> dict[str, list[str]]:
+    """Flatten DRF's nested validation errors into {"items[1].units": [messages]}; DRF ≥ 3.15
+    reports list entries as {1: {...}}, older versions as lists, and both are named alike."""
+    flat: dict[str, list[str]] = {}
+    if isinstance(errors, dict):
+        for key, value in errors.items():
+            if isinstance(key, int):
+                name = f"{prefix}[{key}]"
+            elif key == "non_field_errors":
+                name = prefix or key
+            else:
+                name = f"{prefix}.{key}" if prefix else str(key)
+            flat.update(field_messages(value, name))
+    elif isinstance(errors, list) and errors and all(isinstance(item, (dict, list)) for item in errors):
+        for index, item in enumerate(errors):
+            flat.update(field_messages(item, f"{prefix}[{index}]"))
+    elif errors:
+        flat[prefix] = [str(item) for item in (errors if isinstance(errors, list) else [errors])]
+    return flat
 
 
 def _code_for(exc) -> str:
@@ -142,7 +148,7 @@ def exception_handler(exc, context):
         if isinstance(detail, list):
             message = " ".join(str(item) for item in detail)
         else:
-            fields = _field_messages(detail)
+            fields = field_messages(detail)
             first_field, first_messages = next(iter(fields.items()), ("", [""]))
             message = f"{first_field}: {first_messages[0]}" if first_field else "The request is not valid."
     elif isinstance(detail, dict) and "detail" in detail:

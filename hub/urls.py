@@ -2,15 +2,16 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.routers import DefaultRouter
 
+from billing import api as billing_api
 from hub import tenants_api, views
+from hub.routers import OptionalSlashRouter
 from integrations.urls import api_urlpatterns as integration_api
 from ticketing.api import IncidentViewSet
 from ticketing.urls import api_urlpatterns as ticketing_api
 from ticketing.urls import incident_urlpatterns
 
-router = DefaultRouter(trailing_slash="/?")
+router = OptionalSlashRouter()
 router.register("tenants", tenants_api.TenantViewSet, basename="tenant")
 router.register("incidents", IncidentViewSet, basename="incident")
 
@@ -36,6 +37,7 @@ urlpatterns = [
     path("settings/system/ping/<uuid:pk>/", views.system_ping_status, name="system_ping_status"),
     path("api/v1/", include(integration_api)),
     path("api/v1/", include(ticketing_api)),
+    path("api/v1/", include(billing_api.api_urlpatterns)),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api_docs"),

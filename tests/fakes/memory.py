@@ -20,7 +20,7 @@ recovers. Each call goes through the transport's limiter and reports a RequestRe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from django import forms
@@ -43,7 +43,7 @@ from integrations.base.provider import (
     Provider,
     VerifyResult,
 )
-from integrations.base.ticketing import TicketingAdapter
+from integrations.base.ticketing import TicketDraft, TicketingAdapter, TicketRef
 
 MODES = ("ok", "auth_failed", "permission_missing", "unavailable", "rate_limited", "crash")
 PAGE_SIZE = 2  # companies per "page", so a handful of companies makes several requests
@@ -197,10 +197,10 @@ class MemoryProvider(Provider):
         return list(state.picklists.get((kind, parent_id), []))
 
     def ticketing(self) -> TicketingAdapter:
-        raise NotImplementedError("The memory PSA has no tickets.")
+        return MemoryTicketing(self)
 
     def billing(self) -> BillingAdapter:
-        raise NotImplementedError("The memory PSA has no billing.")
+        return MemoryBilling(self)
 
 
 class MemoryLinkForm(forms.Form):
@@ -234,3 +234,280 @@ class MemoryLinkForm(forms.Form):
 
     def config_and_secrets(self) -> tuple[dict, dict]:
         return {"site": self.cleaned_data["site"]}, {"api_key": self.cleaned_data["api_key"]}
+
+
+# --- tickets ----------------------------------------------------------------------------------------
+# The memory PSA's tickets, for the ticketing service and API tests. They live in `tickets`
+# beside `state` (whose reset does not know them); the ticketing tests' `psa` fixture resets
+# both. Every adapter call goes through MemoryProvider._call first, so `state.mode` and
+# `state.failures` make ticket calls fail as they make the others fail, before any write.
+
+
+@dataclass
+class MemoryTickets:
+    records: dict[str, dict] = field(default_factory=dict)  # ticket id -> the ticket
+    notes: dict[str, list[str]] = field(default_factory=dict)  # ticket id -> note texts, oldest first
+    closed_statuses: set[str] = field(default_factory=lambda: {"11"})
+    # method -> how many calls still make the write and then lose the answer
+    # (UnavailableError(outcome_unknown=True)), as a timeout after the request went out does.
+    lose_answer: dict[str, int] = field(default_factory=dict)
+    # method -> the error raised instead of the call (a permanent refusal, e.g. a validation error).
+    refuse: dict[str, Exception] = field(default_factory=dict)
+    # method -> called with the call's args just before the write (something happens meanwhile).
+    before: dict[str, Callable] = field(default_factory=dict)
+    next_id: int = 7000
+
+    def reset(self) -> None:
+        self.__dict__.update(MemoryTickets().__dict__)
+
+    def by_reference(self, reference: str) -> list[dict]:
+        return [t for t in self.records.values() if t["reference"] == reference]
+
+
+tickets = MemoryTickets()
+
+
+class MemoryTicketing(TicketingAdapter):
+    """TicketingAdapter over `tickets`: searchable reference, read-before-write updates, notes."""
+
+    def __init__(self, provider: MemoryProvider):
+        self.provider = provider
+
+    def _write(self, method: str, path: str, *args) -> None:
+        self.provider._call(method, path, *args)
+        if method in tickets.refuse:
+            raise tickets.refuse[method]
+        if method in tickets.before:
+            tickets.before[method](*args)
+
+    @staticmethod
+    def _lose_answer(method: str) -> None:
+        if tickets.lose_answer.get(method, 0) > 0:
+            tickets.lose_answer[method] -= 1
+            raise UnavailableError(
+                "Could not reach Memory PSA: the connection timed out after the request was sent.",
+                outcome_unknown=True,
+            )
+
+    def _ref(self, ticket: dict) -> TicketRef:
+        return TicketRef(
+            id=ticket["id"], number=ticket["number"], status_id=ticket["status_id"], closed=ticket["closed"],
+            url=f"https://psa.example.com/tickets/{ticket['id']}",
+        )
+
+    def _ticket(self, ticket_id: str) -> dict:
+        if ticket_id not in tickets.records:
+            raise NotFoundError(f"Memory PSA ticket {ticket_id} does not exist.")
+        return tickets.records[ticket_id]
+
+    def find_by_reference(self, reference: str) -> TicketRef | None:
+        self.provider._call("find_by_reference", f"tickets?reference={reference}", reference)
+        found = sorted(tickets.by_reference(reference), key=lambda t: int(t["id"]))
+        return self._ref(found[0]) if found else None
+
+    def create(self, draft: TicketDraft) -> TicketRef:
+        self._write("create", "tickets", draft)
+        ticket_id = str(tickets.next_id)
+        tickets.next_id += 1
+        status_id = draft.status_id or "10"
+        tickets.records[ticket_id] = {
+            "id": ticket_id, "number": f"T{ticket_id}", "reference": draft.reference, "company_id": draft.company_id,
+            "summary": draft.summary, "description": draft.description, "board_id": draft.board_id,
+            "status_id": status_id, "priority_id": draft.priority_id, "type_id": draft.type_id,
+            "subtype_id": draft.subtype_id, "item_id": draft.item_id, "source_id": draft.source_id,
+            "team_id": draft.team_id, "contact_email": draft.contact_email, "extra": dict(draft.extra),
+            "closed": status_id in tickets.closed_statuses,
+        }  # fmt: skip
+        tickets.notes[ticket_id] = []
+        self._lose_answer("create")
+        return self._ref(tickets.records[ticket_id])
+
+    def get(self, ticket_id: str) -> TicketRef:
+        self.provider._call("get", f"tickets/{ticket_id}", ticket_id)
+        return self._ref(self._ticket(ticket_id))
+
+    def update(self, ticket_id: str, *, status_id: str = "", priority_id: str = "") -> TicketRef:
+        self._write("update", f"tickets/{ticket_id}", ticket_id, status_id, priority_id)
+        ticket = self._ticket(ticket_id)
+        if status_id and ticket["status_id"] != status_id:
+            ticket.update(status_id=status_id, closed=status_id in tickets.closed_statuses)
+        if priority_id and ticket["priority_id"] != priority_id:
+            ticket["priority_id"] = priority_id
+        self._lose_answer("update")
+        return self._ref(ticket)
+
+    def add_note(self, ticket_id: str, text: str, *, internal: bool = True) -> None:
+        self._write("add_note", f"tickets/{ticket_id}/notes", ticket_id, text)
+        tickets.notes[self._ticket(ticket_id)["id"]].append(text)
+        self._lose_answer("add_note")
+
+    def note_exists(self, ticket_id: str, marker: str) -> bool:
+        self.provider._call("note_exists", f"tickets/{ticket_id}/notes", ticket_id, marker)
+        return any(marker in text for text in tickets.notes.get(ticket_id, []))
+
+
+# --- cached ticketing picklists ---------------------------------------------------------------------
+# Picklist rows as a refresh from each PSA stores them, with the kinds of ticketing/fields.py.
+# The Ticketing page and API read only these rows (never the PSA), so tests create them
+# directly: cache_ticketing_lists(connection) for the connection's vendor.
+
+
+def ticketing_item(item_id: str, name: str, parent_id: str = "", active: bool = True, **extra) -> dict:
+    """One cached picklist item, as integrations.services.refresh_picklist stores it."""
+    return {"id": item_id, "name": name, "parent_id": parent_id, "active": active, "extra": extra}
+
+
+_i = ticketing_item
+TICKETING_LISTS: dict[str, dict[tuple[str, str], list[dict]]] = {
+    "connectwise": {
+        ("boards", ""): [_i("1", "Help Desk"), _i("2", "Projects"), _i("3", "Old Board", active=False)],
+        ("statuses", "1"): [
+            _i("10", "New", "1", default=True), _i("11", "In Progress", "1"), _i("12", "Waiting Customer", "1"),
+            _i("13", "Scheduled", "1"), _i("14", "Completed", "1", closed=True), _i("15", "Cancelled", "1", closed=True),
+        ],
+        ("statuses", "2"): [_i("20", "Open", "2"), _i("21", "Done", "2", closed=True)],
+        ("priorities", ""): [
+            _i("8", "Priority 1 - Emergency Response"), _i("7", "Priority 2 - Quick Response"),
+            _i("6", "Priority 3 - Normal Response"), _i("5", "Priority 4 - Schedule Maintenance"),
+        ],
+        ("sources", ""): [_i("30", "Email"), _i("31", "Portal")],
+        ("types", "1"): [_i("40", "Security"), _i("41", "Maintenance")],
+        ("types", "2"): [_i("42", "Project Task")],
+        ("subtypes", "1"): [_i("50", "Phishing", "1", type_ids=["40"]), _i("51", "Patching", "1", type_ids=["41"])],
+        ("subtypes", "2"): [],
+        ("items", "1"): [_i("60", "Triage", "1")],
+        ("items", "2"): [],
+        ("teams", "1"): [_i("70", "Service Team", "1", default=True), _i("71", "Escalations", "1", default=False)],
+        ("teams", "2"): [_i("72", "Project Team", "2", default=False)],
+    },
+    "autotask": {
+        ("queues", ""): [_i("29683", "Level I Support"), _i("29684", "Security Operations")],
+        ("statuses", ""): [
+            _i("1", "New", default=True), _i("8", "In Progress"), _i("7", "Waiting Customer"), _i("9", "On Hold"),
+            _i("5", "Complete", closed=True), _i("10", "Cancelled"),
+        ],
+        ("priorities", ""): [_i("4", "Critical"), _i("1", "High"), _i("2", "Medium"), _i("3", "Low")],
+        ("ticket_types", ""): [_i("1", "Service Request"), _i("2", "Incident")],
+        ("sources", ""): [_i("2", "Phone"), _i("4", "Email"), _i("8", "Monitoring Alert")],
+        ("issue_types", ""): [_i("10", "Security"), _i("11", "Network")],
+        ("sub_issue_types", "10"): [_i("100", "Malware", "10"), _i("101", "Phishing", "10")],
+        ("sub_issue_types", "11"): [_i("110", "Outage", "11")],
+    },
+    "halo": {
+        ("ticket_types", ""): [_i("1", "Incident"), _i("3", "Alert")],
+        ("statuses", "1"): [_i("1", "New", "1"), _i("2", "In Progress", "1"), _i("4", "Waiting on User", "1"),
+                            _i("8", "On Hold", "1"), _i("9", "Closed", "1"), _i("20", "Cancelled", "1")],
+        ("statuses", "3"): [_i("1", "New", "3"), _i("9", "Closed", "3")],
+        ("priorities", "1"): [_i("1", "P1 - Critical", "1"), _i("2", "P2 - High", "1"), _i("3", "P3 - Medium", "1"),
+                              _i("4", "P4 - Low", "1")],
+        ("priorities", "3"): [_i("1", "Urgent", "3"), _i("4", "Low", "3")],
+        ("teams", ""): [_i("5", "Service Desk"), _i("6", "Security")],
+        ("outcomes", ""): [_i("7", "Private Note"), _i("8", "Email User")],
+    },
+}
+del _i
+
+
+def cache_ticketing_lists(connection, lists: dict | None = None, *, skip=()) -> None:
+    """Store the vendor's lists (or `lists`) as freshly fetched Picklist rows, except `skip`."""
+    from django.utils import timezone
+
+    from integrations.models import Picklist
+
+    for (kind, parent_id), items in (lists if lists is not None else TICKETING_LISTS[connection.vendor]).items():
+        if (kind, parent_id) in skip:
+            continue
+        Picklist.objects.update_or_create(
+            connection=connection, kind=kind, parent_id=parent_id,
+            defaults={"items": items, "fetched_at": timezone.now(), "error": ""},
+        )
+
+
+# --- billing ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class MemoryBillingBook:
+    """The memory PSA's billing lines, keyed by (company_id, agreement_id, product_id) of the
+    BillingTarget, and the script of what goes wrong: `blocked[key]` is raised on reading (a
+    BlockedError or NotFoundError with the seeds' words), `read_failures[key]` / `write_failures[key]`
+    transient errors (UnavailableError) on the next reads / writes, `write_errors[key]` a
+    permanent error on writing. `on_write(key, quantity)` runs inside each write (concurrency
+    tests). Reset it with `billing_book.reset()` (the billing tests' fixture does)."""
+
+    lines: dict = field(default_factory=dict)  # key -> {"id": str, "quantity": int}
+    blocked: dict = field(default_factory=dict)
+    read_failures: dict = field(default_factory=dict)
+    write_failures: dict = field(default_factory=dict)
+    write_errors: dict = field(default_factory=dict)
+    reads: list = field(default_factory=list)
+    writes: list = field(default_factory=list)  # (key, before, after)
+    prefetches: list = field(default_factory=list)  # [keys] per prefetch
+    on_write: Callable | None = None
+    next_id: int = 900
+
+    def reset(self) -> None:
+        self.__dict__.update(MemoryBillingBook().__dict__)
+
+    def set(self, company_id: str, agreement_id: str, product_id: str, quantity: int) -> str:
+        key = (str(company_id), str(agreement_id), str(product_id))
+        line = self.lines.get(key)
+        if line is None:
+            self.next_id += 1
+            line = self.lines[key] = {"id": str(self.next_id), "quantity": quantity}
+        line["quantity"] = quantity
+        return line["id"]
+
+    def quantity(self, company_id: str, agreement_id: str, product_id: str) -> int | None:
+        line = self.lines.get((str(company_id), str(agreement_id), str(product_id)))
+        return None if line is None else line["quantity"]
+
+
+billing_book = MemoryBillingBook()
+
+
+def _billing_key(target) -> tuple[str, str, str]:
+    return (target.company_id, target.agreement_id, target.product_id)
+
+
+class MemoryBilling(BillingAdapter):
+    def __init__(self, provider: MemoryProvider):
+        self.provider = provider
+
+    def prefetch(self, targets) -> None:
+        keys = [_billing_key(t) for t in targets]
+        self.provider._call("billing_prefetch", "billing/lines?many", len(keys))
+        billing_book.prefetches.append(keys)
+
+    def read_line(self, target):
+        from integrations.base.billing import BillingLine
+
+        key = _billing_key(target)
+        self.provider._call("billing_read", f"agreements/{target.agreement_id}/lines?product={target.product_id}", key)
+        billing_book.reads.append(key)
+        if billing_book.read_failures.get(key):
+            billing_book.read_failures[key] -= 1
+            raise UnavailableError("Memory PSA answered 500 (a timeout has occurred); the hub will try again later.", status=500)
+        if key in billing_book.blocked:
+            raise billing_book.blocked[key]
+        line = billing_book.lines.get(key)
+        if line is None:
+            return BillingLine(None, 0, f"Agreement {target.agreement_id} (no line yet)")
+        return BillingLine(line["id"], line["quantity"], f"Agreement {target.agreement_id} / Line {line['id']}")
+
+    def write_quantity(self, target, current, quantity: int):
+        from integrations.base.billing import BillingLine
+
+        key = _billing_key(target)
+        self.provider._call("billing_write", f"agreements/{target.agreement_id}/lines", key, quantity)
+        if billing_book.on_write is not None:
+            billing_book.on_write(key, quantity)
+        if billing_book.write_failures.get(key):
+            billing_book.write_failures[key] -= 1
+            raise UnavailableError("Memory PSA answered 503 to the write; the hub will try again later.", status=503)
+        if key in billing_book.write_errors:
+            raise billing_book.write_errors[key]
+        before = billing_book.quantity(*key)
+        line_id = billing_book.set(*key, quantity)
+        billing_book.writes.append((key, before, quantity))
+        return BillingLine(line_id, quantity, f"Agreement {target.agreement_id} / Line {line_id}")

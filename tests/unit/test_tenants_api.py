@@ -245,3 +245,11 @@ def test_delete_deactivates(personas, api):
 
 def test_delete_unknown_is_404(api):
     assert_error(api.delete(url("ghost")), 404, "not_found")
+
+
+def test_collection_urls_work_with_and_without_a_trailing_slash(api_for, personas):
+    client = api_for(personas.account_a)
+    for url in ("/api/v1/tenants", "/api/v1/tenants/"):
+        assert client.get(url).status_code == 200
+    created = client.post("/api/v1/tenants", {"external_id": "no-slash", "name": "No slash"}, format="json")
+    assert created.status_code == 201, created.content
