@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 # Tests keep their data (SQLite file, filesystem broker) apart from a running hub's.
 PYTEST := DEBUG=$${DEBUG:-true} HUB_DATA_DIR=$${HUB_DATA_DIR:-$(CURDIR)/.hub/test} $(PY) -m pytest
 
-.PHONY: run test test-unit test-integration test-browser chromium clean
+.PHONY: run test test-unit test-integration test-browser chromium clean bench-logs bench-tickets bench-billing
 
 $(VENV)/.run-installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,27 @@ test-integration: $(VENV)/.test-installed
 
 test-browser: $(VENV)/.test-installed chromium
 	$(PYTEST) tests/browser
+
+# The logs page with a million log rows in PostgreSQL: p50/p95 per filter, first page and page 50,
+# table and index sizes, a retention sweep. BENCH_ARGS="--fresh --repeat 50 --explain" to vary it.
+BENCH_LOGS_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/hub_bench_logs
+bench-logs: $(VENV)/.run-installed
+	DATABASE_URL=$(BENCH_LOGS_DATABASE_URL) DEBUG=$${DEBUG:-true} HUB_DATA_DIR=$${HUB_DATA_DIR:-$(CURDIR)/.hub/bench} \
+	  $(PY) manage.py bench_logs $(BENCH_ARGS)
+
+# Incidents through the API into the ConnectWise fake (+100 ms) with a real worker: accept rate,
+# accept -> ticket p50/p95/p99, tickets == incidents, no duplicates; then with the worker killed
+# (kill -9) twice. Prints figures. PostgreSQL + Redis when DATABASE_URL / REDIS_URL are set, else
+# embedded in a temporary folder. BENCH_TICKETS_ARGS="--incidents 500 --phases clean" to vary it.
+bench-tickets: $(VENV)/.test-installed
+	$(PY) -m tests.bench.bench_tickets $(BENCH_TICKETS_ARGS)
+
+# Billing sync of 2,000 mapped tenants into each vendor's fake (+100 ms per answer): wall time of a
+# first sync and of an unchanged re-sync, PSA reads/writes per tenant, every quantity checked in the
+# fake. PostgreSQL + Redis when DATABASE_URL / REDIS_URL are set, else embedded in a temporary folder.
+# BENCH_BILLING_ARGS="--tenants 200 --vendors connectwise" to vary it.
+bench-billing: $(VENV)/.test-installed
+	$(PY) -m tests.bench.bench_billing $(BENCH_BILLING_ARGS)
 
 clean:
 	rm -rf $(VENV) .hub staticfiles

@@ -117,6 +117,20 @@ HUB_ADMIN_EMAIL = env_str("HUB_ADMIN_EMAIL", "admin@example.com")
 HUB_ADMIN_PASSWORD = env_str("HUB_ADMIN_PASSWORD")
 HUB_ADMIN_ACCOUNT = env_str("HUB_ADMIN_ACCOUNT", "My MSP")
 
+# Integration log and connection health (integrations/logs.py, integrations/health.py).
+# Entries older than this many days are deleted in batches by a beat task (0 keeps them).
+HUB_LOG_RETENTION_DAYS = env_int("HUB_LOG_RETENTION_DAYS", 90)
+# A connection with only failures for this long is Broken (its admins are e-mailed once).
+HUB_BROKEN_AFTER_HOURS = env_float("HUB_BROKEN_AFTER_HOURS", 24.0)
+# This many failures in a row of one kind (tickets, billing, verification) show a banner.
+HUB_FAILURE_STREAK = env_int("HUB_FAILURE_STREAK", 5)
+# Where the PSA does not say when a credential expires, warn when the keys reach this age
+# (0: never); admins are warned this many days ahead, on the page and once by e-mail.
+HUB_CREDENTIAL_MAX_AGE_DAYS = env_int("HUB_CREDENTIAL_MAX_AGE_DAYS", 365)
+HUB_EXPIRY_WARNING_DAYS = env_int("HUB_EXPIRY_WARNING_DAYS", 14)
+# The most rows one CSV export of the logs page returns.
+HUB_LOG_EXPORT_MAX_ROWS = env_int("HUB_LOG_EXPORT_MAX_ROWS", 50_000)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

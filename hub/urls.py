@@ -25,7 +25,7 @@ urlpatterns = [
     path("settings/ticketing/", include("ticketing.urls")),
     path("settings/incidents/", include(incident_urlpatterns)),
     path("settings/billing/", views.billing, name="billing"),
-    path("settings/logs/", views.logs, name="logs"),
+    path("settings/logs/", include("integrations.urls_logs")),
     path("settings/tenants/", views.tenant_list, name="tenants"),
     path("settings/tenants/new/", views.tenant_edit, name="tenant_new"),
     path("settings/tenants/<int:pk>/", views.tenant_edit, name="tenant_edit"),

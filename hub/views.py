@@ -66,11 +66,6 @@ def billing(request):
     return _section(request, "billing", "Billing", "Link a PSA under Integrations first; then map products and agreements here.")
 
 
-@role_required()
-def logs(request):
-    return _section(request, "logs", "Logs", "Nothing has happened yet: PSA requests and sync events will be listed here.")
-
-
 # Tenants -----------------------------------------------------------------------------------
 
 

@@ -230,3 +230,204 @@ class TenantCompanyView(APIView):
         if mapping is None:
             return Response({"company_id": "", "company_name": ""})
         return Response({"company_id": mapping.company_id, "company_name": mapping.company_name})
+
+
+# --- the integration log and connection health (integrations/logs.py, integrations/health.py) ---
+
+from django.urls import reverse as _reverse  # noqa: E402
+
+from integrations import health as _health  # noqa: E402
+from integrations import logs as _logs  # noqa: E402
+from integrations.models import IntegrationLog  # noqa: E402
+
+LOG_FILTER_PARAMETERS = [
+    OpenApiParameter("account", str, description="Vendor staff only: an account id, or `all`. Anyone else: their own "
+                     "account id or nothing (another account is a 404)."),
+    OpenApiParameter("range", str, enum=list(_logs.RANGES), description="Entries of the last hour, day, week..."),
+    OpenApiParameter("since", str, description="From this date or date-time (ISO 8601, UTC unless an offset is given)"),
+    OpenApiParameter("until", str, description="Before this date (the whole day is included) or date-time"),
+    OpenApiParameter("tenant", str, description="The tenant's external_id"),
+    OpenApiParameter("group", str, enum=list(_logs.GROUPS), description="The action group: the action's prefix"),
+    OpenApiParameter("action", str, description="One action, e.g. `connection.verify` (or a group)"),
+    OpenApiParameter("outcome", str, enum=list(_logs.OUTCOMES)),
+    OpenApiParameter("status", int, description="The PSA's HTTP status of a request entry, e.g. 401"),
+    OpenApiParameter("q", str, description=f"Words in the message ({_logs.SEARCH_MIN}–{_logs.SEARCH_MAX} characters)"),
+    OpenApiParameter("level", str, enum=list(_logs.LEVELS), description="Actions, PSA requests, or both (default)"),
+    OpenApiParameter("cursor", str, description="From `next` of the previous page"),
+    OpenApiParameter("page_size", int, description=f"1–{_logs.MAX_PAGE_SIZE} (default {_logs.PAGE_SIZE})"),
+]
+
+
+class LogRequestSerializer(serializers.Serializer):
+    method = serializers.CharField(source="http_method")
+    path = serializers.CharField(source="http_path")
+    status = serializers.IntegerField(source="http_status", allow_null=True)
+    duration_ms = serializers.IntegerField(allow_null=True)
+
+
+class LogEntrySerializer(serializers.ModelSerializer):
+    account = serializers.SerializerMethodField()
+    tenant = serializers.SerializerMethodField()
+    group = serializers.CharField(source="action_group")
+    doing = serializers.SerializerMethodField(help_text="What the hub was doing")
+    request = serializers.SerializerMethodField(help_text="The PSA request of a request entry; null for an action")
+    subject_url = serializers.SerializerMethodField(help_text="The page of the incident or billing run concerned")
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = IntegrationLog
+        fields = ["id", "created_at", "account", "tenant", "action", "group", "outcome", "error_kind", "message", "doing",
+                  "request", "correlation_id", "subject", "subject_url", "url"]
+
+    def get_account(self, entry) -> dict:
+        return {"id": entry.account_id, "name": entry.account.name}
+
+    def get_tenant(self, entry) -> dict | None:
+        if not entry.tenant_id:
+            return None
+        return {"external_id": entry.tenant.external_id, "name": entry.tenant.name}
+
+    def get_doing(self, entry) -> str:
+        return _logs.describe(entry)
+
+    def get_request(self, entry) -> dict | None:
+        return LogRequestSerializer(entry).data if entry.is_request else None
+
+    def get_subject_url(self, entry) -> str:
+        return _logs.subject_url(entry.subject)
+
+    def get_url(self, entry) -> str:
+        request = self.context.get("request")
+        path = _reverse("api_log", args=[entry.pk])
+        return request.build_absolute_uri(path) if request else path
+
+
+class LogRequestDetailSerializer(LogEntrySerializer):
+    request_excerpt = serializers.CharField(help_text="Redacted when it was written")
+    response_excerpt = serializers.CharField(help_text="Redacted when it was written")
+
+    class Meta(LogEntrySerializer.Meta):
+        fields = LogEntrySerializer.Meta.fields + ["request_excerpt", "response_excerpt"]
+
+
+class LogDetailSerializer(LogRequestDetailSerializer):
+    requests = serializers.SerializerMethodField(help_text="Every PSA request of this action (same correlation id)")
+    related = serializers.SerializerMethodField(help_text="The other action entries with the same correlation id")
+
+    class Meta(LogRequestDetailSerializer.Meta):
+        fields = LogRequestDetailSerializer.Meta.fields + ["requests", "related"]
+
+    def _rows(self, entry):
+        if not hasattr(self, "_related_rows"):
+            self._related_rows = _logs.related(entry)
+        return self._related_rows
+
+    def get_requests(self, entry) -> list[dict]:
+        rows = [row for row in self._rows(entry) if row.is_request]
+        for row in rows:
+            row.account = entry.account
+        return LogRequestDetailSerializer(rows, many=True, context=self.context).data
+
+    def get_related(self, entry) -> list[dict]:
+        rows = [row for row in self._rows(entry) if not row.is_request and row.pk != entry.pk]
+        for row in rows:
+            row.account = entry.account
+        return LogEntrySerializer(rows, many=True, context=self.context).data
+
+
+class LogListView(APIView):
+    @extend_schema(
+        operation_id="logs_list",
+        summary="The integration log, newest first (keyset pages: follow `next`)",
+        description="Filters that cannot be used are ignored and named in `warnings`; they never fail the request.",
+        parameters=LOG_FILTER_PARAMETERS,
+        responses=inline_serializer("LogPage", {
+            "results": LogEntrySerializer(many=True),
+            "next": serializers.CharField(allow_null=True, help_text="The URL of the next (older) page"),
+            "warnings": serializers.ListField(child=serializers.CharField()),
+        }),
+    )
+    def get(self, request):
+        filters = _logs.parse_filters(request.query_params, user=request.user, account=request.account,
+                                      page_size_param="page_size")
+        rows, cursor = _logs.page(filters)
+        next_url = None
+        if cursor:
+            next_url = request.build_absolute_uri(f"{request.path}?{filters.querystring(cursor=cursor)}"
+                                                  + (f"&page_size={filters.page_size}" if filters.page_size != _logs.PAGE_SIZE else ""))
+        return Response({
+            "results": LogEntrySerializer(rows, many=True, context={"request": request}).data,
+            "next": next_url,
+            "warnings": filters.warnings,
+        })
+
+
+class LogDetailView(APIView):
+    admin_only = True  # reading is for every role; deleting for admins
+
+    @extend_schema(operation_id="logs_retrieve", summary="One log entry with every PSA request of its action",
+                   responses=LogDetailSerializer)
+    def get(self, request, pk: int):
+        entry = _logs.entry_for(request.user, request.account, pk)
+        return Response(LogDetailSerializer(entry, context={"request": request}).data)
+
+    @extend_schema(operation_id="logs_destroy", summary="Delete one entry of this account (admins; the deletion is logged)",
+                   responses={204: None})
+    def delete(self, request, pk: int):
+        from integrations.views_logs import delete_entry
+
+        delete_entry(_logs.entry_for(None, request.account, pk), request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class FixSerializer(serializers.Serializer):
+    title = serializers.CharField()
+    text = serializers.CharField()
+    url = serializers.CharField()
+
+
+class HealthEntrySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    at = serializers.DateTimeField()
+    message = serializers.CharField()
+    error_kind = serializers.CharField()
+
+
+class HealthKindSerializer(serializers.Serializer):
+    key = serializers.CharField(help_text="tickets, billing or verification")
+    label = serializers.CharField()
+    last_success = HealthEntrySerializer(allow_null=True)
+    last_failure = HealthEntrySerializer(allow_null=True)
+    failures_24h = serializers.IntegerField()
+    failures_url = serializers.CharField(help_text="The logs page filtered to these failures")
+
+
+class ExpirySerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    source = serializers.CharField(help_text="psa: the PSA gave the date; age: the keys reach the maximum age")
+    days_left = serializers.IntegerField()
+    warn = serializers.BooleanField()
+    message = serializers.CharField()
+
+
+class HealthSerializer(serializers.Serializer):
+    state = serializers.CharField(help_text="healthy, degraded, broken or credentials_rejected")
+    state_label = serializers.CharField()
+    since = serializers.DateTimeField(allow_null=True)
+    checked_at = serializers.DateTimeField(allow_null=True)
+    error = serializers.CharField(help_text="The last error behind a state other than healthy")
+    fix = FixSerializer(allow_null=True, source="state_fix")
+    kinds = HealthKindSerializer(many=True)
+    streaks = serializers.ListField(child=serializers.DictField(), help_text="Kinds whose last actions all failed")
+    expiry = ExpirySerializer(allow_null=True)
+    expiry_warnings = ExpirySerializer(many=True)
+
+
+class HealthView(APIView):
+    @extend_schema(operation_id="connection_health_retrieve",
+                   summary="The connection's health: state, last success and failure per kind, expiry warnings",
+                   responses=HealthSerializer)
+    def get(self, request):
+        overview = _health.overview(_connection(request))
+        overview["streaks"] = [{**s, "fix": vars(s["fix"])} for s in overview["streaks"]]
+        return Response(HealthSerializer(overview).data)

@@ -22,6 +22,12 @@ class Connection(models.Model):
         CONNECTED = "connected", "Connected"
         FAILED = "failed", "Failed"
 
+    class Health(models.TextChoices):
+        HEALTHY = "healthy", "Healthy"
+        DEGRADED = "degraded", "Degraded"
+        BROKEN = "broken", "Broken"
+        CREDENTIALS_REJECTED = "credentials_rejected", "Credentials rejected"
+
     # A UUID made before saving, so the bundle can be bound to its row at encryption time.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     account = models.OneToOneField(Account, on_delete=models.CASCADE, related_name="connection")
@@ -43,6 +49,18 @@ class Connection(models.Model):
     permission_report = models.JSONField(default=list, blank=True)
     permissions_checked_at = models.DateTimeField(null=True, blank=True)
     companies_imported_at = models.DateTimeField(null=True, blank=True)
+    # Health (integrations.health): the state, since when, and what put it there. Moving into
+    # Broken or Credentials rejected e-mails the admins once; back to Healthy says so.
+    health_state = models.CharField(max_length=24, choices=Health.choices, default=Health.HEALTHY)
+    health_since = models.DateTimeField(null=True, blank=True)
+    health_error = models.TextField(blank=True)
+    health_checked_at = models.DateTimeField(null=True, blank=True)
+    # What the admins were last e-mailed about (broken, credentials_rejected, healthy or "").
+    health_notified = models.CharField(max_length=24, blank=True)
+    # When the PSA says the credential stops working (VerifyResult.credential_expires_at).
+    credential_expires_at = models.DateTimeField(null=True, blank=True)
+    # The expiry date the admins were last warned about: one e-mail per expiry date.
+    expiry_warned_for = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -65,12 +83,19 @@ class IntegrationLog(models.Model):
         ERROR = "error", "Error"
         SKIPPED = "skipped", "Skipped"
 
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="integration_logs")
+    # No index of its own: every index below starts with the account.
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="integration_logs", db_index=False)
     connection = models.ForeignKey(Connection, null=True, blank=True, on_delete=models.SET_NULL, related_name="logs")
     tenant = models.ForeignKey(Tenant, null=True, blank=True, on_delete=models.SET_NULL, related_name="logs")
     action = models.CharField(max_length=64)  # e.g. connection.verify, ticket.create, billing.sync
+    # The part of `action` before the first dot (connection, ticket, billing, import, webhook,
+    # mapping...), kept in a column so that the group filter is an indexed equality, not a LIKE.
+    action_group = models.CharField(max_length=16, blank=True, editable=False)
     outcome = models.CharField(max_length=8, choices=Outcome.choices, default=Outcome.OK)
     message = models.TextField(blank=True)
+    # The typed error's kind (integrations.base.errors: auth_failed, permission_missing...) of a
+    # failed action; what health states and suggested fixes are decided on.
+    error_kind = models.CharField(max_length=24, blank=True)
     http_method = models.CharField(max_length=8, blank=True)
     http_path = models.CharField(max_length=500, blank=True)
     http_status = models.PositiveSmallIntegerField(null=True, blank=True)
@@ -86,19 +111,39 @@ class IntegrationLog(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # The logs page reads newest first with a keyset on (created_at, id): each filter has an
+        # index that ends in those two columns, so a page is one short index range scan at any
+        # depth (integrations/logs.py; figures in `make bench-logs`). On PostgreSQL a trigram
+        # index serves the free-text search (migration 0004).
         indexes = [
-            # Newest first per account, with the id as keyset tie-breaker.
             models.Index(fields=["account", "-created_at", "-id"], name="log_account_created"),
-            models.Index(fields=["account", "action", "-created_at"], name="log_account_action"),
-            models.Index(fields=["account", "outcome", "-created_at"], name="log_account_outcome"),
-            models.Index(fields=["account", "tenant", "-created_at"], name="log_account_tenant"),
+            models.Index(fields=["account", "action_group", "-created_at", "-id"], name="log_account_group"),
+            models.Index(fields=["account", "outcome", "-created_at", "-id"], name="log_account_outcome"),
+            models.Index(fields=["account", "tenant", "-created_at", "-id"], name="log_account_tenant"),
+            models.Index(fields=["account", "http_status", "-created_at", "-id"], name="log_account_status"),
             models.Index(fields=["correlation_id"], name="log_correlation"),
             models.Index(fields=["account", "subject", "-created_at"], name="log_account_subject"),
-            models.Index(fields=["created_at"], name="log_created"),  # retention sweeps
+            # Vendor staff reading every account, and retention sweeps.
+            models.Index(fields=["-created_at", "-id"], name="log_created"),
         ]
 
     def __str__(self) -> str:
         return f"{self.action} {self.outcome}: {self.message[:60]}"
+
+    def save(self, *args, **kwargs):
+        if not self.action_group:
+            self.action_group = action_group_of(self.action)
+        super().save(*args, **kwargs)
+
+    @property
+    def is_request(self) -> bool:
+        """A row of one PSA request (request_logger), rather than of an action."""
+        return bool(self.http_method)
+
+
+def action_group_of(action: str) -> str:
+    """"ticket.create" -> "ticket": what the logs page's action filter matches."""
+    return (action or "").split(".", 1)[0][:16]
 
 
 class PsaCompany(models.Model):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hub.models import Tenant
 from integrations import registry
-from integrations.models import CompanyMapping, Connection, Picklist, PsaCompany
+from integrations.models import CompanyMapping, Connection, IntegrationLog, Picklist, PsaCompany
 
 
 def connection_overview(connection: Connection) -> dict:
@@ -35,3 +35,14 @@ def removal_counts(connection: Connection) -> dict:
         "company_count": PsaCompany.objects.filter(connection=connection).count(),
         "picklist_count": Picklist.objects.filter(connection=connection).count(),
     }
+
+
+def work_finished(account, action: str, correlation_id: str) -> bool:
+    """Whether queued work (a permission check, an import) has ended, in success or failure:
+    the service writes one action row with the work's correlation id when it is done (the
+    rows of its PSA requests carry the id too, but have an HTTP method)."""
+    return (
+        IntegrationLog.objects.for_account(account)
+        .filter(correlation_id=correlation_id, action=action, http_method="")
+        .exists()
+    )

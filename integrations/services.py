@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import logging
 import re
+import sys
 import traceback
 import unicodedata
 import uuid
@@ -23,7 +24,7 @@ from django.utils import timezone
 
 from hub import vault
 from hub.models import Account, Tenant
-from integrations import registry, signals
+from integrations import health, registry, signals
 from integrations.base.client import RequestRecord, Transport
 from integrations.base.errors import PsaError
 from integrations.base.provider import PermissionReport, Provider
@@ -56,8 +57,14 @@ def log_action(
     tenant: Tenant | None = None,
     correlation_id: str = "",
     subject: str = "",
+    error_kind: str = "",
 ) -> IntegrationLog:
-    return IntegrationLog.objects.create(
+    if outcome == IntegrationLog.Outcome.ERROR and not error_kind:
+        # Failures are mostly logged while their typed error is being handled: keep its kind,
+        # which decides the connection's health (integrations.health) and the suggested fix.
+        handled = sys.exc_info()[1]
+        error_kind = handled.kind if isinstance(handled, PsaError) else ""
+    entry = IntegrationLog.objects.create(
         account=account,
         connection=connection,
         tenant=tenant,
@@ -66,7 +73,10 @@ def log_action(
         message=message,
         correlation_id=correlation_id,
         subject=subject,
+        error_kind=error_kind,
     )
+    health.outcome_recorded(entry)
+    return entry
 
 
 def request_logger(connection: Connection, action: str, correlation_id: str, tenant: Tenant | None = None, subject: str = ""):
@@ -138,7 +148,10 @@ class CacheTokenStore:
     """Token cache for Halo's client-credentials tokens, shared by all workers."""
 
     def __init__(self, connection: Connection):
-        self.prefix = f"psa-token:{connection.pk}:{connection.credentials_key_id}:{connection.credentials_updated_at}"
+        # The update time as a number: str(datetime) has a space, which cache backends warn about
+        # (CacheKeyWarning) and memcached refuses.
+        updated = connection.credentials_updated_at.timestamp() if connection.credentials_updated_at else ""
+        self.prefix = f"psa-token:{connection.pk}:{connection.credentials_key_id}:{updated}"
 
     def get(self, key: str):
         return cache.get(f"{self.prefix}:{key}")
@@ -161,7 +174,11 @@ def build_provider(
     transport = Transport(
         allow_private=settings.PSA_ALLOW_PRIVATE_HOSTS,
         read_timeout=settings.PSA_HTTP_TIMEOUT,
-        limiter=CacheLimiter(str(connection.pk), VENDOR_POLICIES[connection.vendor]),
+        # A concurrency slot is held for one request, so it outlives the request's timeouts and
+        # little more: one left by a killed worker frees itself in about a minute, where the
+        # default lease (5 minutes) held the connection at reduced concurrency, or stopped it.
+        limiter=CacheLimiter(str(connection.pk), VENDOR_POLICIES[connection.vendor],
+                             lease_seconds=int(settings.PSA_HTTP_TIMEOUT + Transport.connect_timeout) + 20),
         on_request=request_logger(connection, action, correlation_id, tenant, subject),
     )
     provider_class = registry.get(connection.vendor).provider
@@ -184,8 +201,17 @@ def call_psa(connection: Connection, action: str, correlation_id: str, work, *, 
     except Exception as exc:
         if isinstance(exc, PsaError) and not exc.permanent:
             raise
-        record_failure(connection.pk, action, prefix + failure_message(exc), correlation_id, picklist=picklist)
+        record_failure(connection.pk, action, prefix + failure_message(exc), correlation_id, picklist=picklist,
+                       error_kind=error_kind_of(exc))
         return FAILED
+
+
+def error_kind_of(exc: Exception) -> str:
+    if isinstance(exc, PsaError):
+        return exc.kind
+    if isinstance(exc, vault.VaultError):
+        return "credentials_unreadable"
+    return "unexpected"
 
 
 def failure_message(exc: Exception) -> str:
@@ -247,18 +273,22 @@ def queue_verification(connection: Connection, correlation_id: str) -> None:
     transaction.on_commit(lambda: tasks.verify_connection.delay(str(connection.pk), correlation_id))
 
 
-def queue_permission_check(connection: Connection) -> None:
+def queue_permission_check(connection: Connection) -> str:
+    """Queue a permission check; returns its correlation id, which its final log row carries."""
     from integrations import tasks
 
     correlation_id = new_correlation_id()
     transaction.on_commit(lambda: tasks.check_permissions.delay(str(connection.pk), correlation_id))
+    return correlation_id
 
 
-def queue_company_import(connection: Connection) -> None:
+def queue_company_import(connection: Connection) -> str:
+    """Queue an import of the PSA's companies; returns its correlation id (see work_finished)."""
     from integrations import tasks
 
     correlation_id = new_correlation_id()
     transaction.on_commit(lambda: tasks.import_companies.delay(str(connection.pk), correlation_id))
+    return correlation_id
 
 
 def verify_connection(connection_id: str, correlation_id: str) -> Connection | None:
@@ -273,6 +303,7 @@ def verify_connection(connection_id: str, correlation_id: str) -> Connection | N
         status=Connection.Status.CONNECTED,
         last_error="",
         verified_at=timezone.now(),
+        credential_expires_at=result.credential_expires_at,
     )
     log_action(
         connection.account,
@@ -282,10 +313,22 @@ def verify_connection(connection_id: str, correlation_id: str) -> Connection | N
         correlation_id=correlation_id,
     )
     queue_picklist_refresh(connection, correlation_id=correlation_id)
-    return Connection.objects.get(pk=connection.pk)
+    verified = Connection.objects.get(pk=connection.pk)
+    signals.connection_verified.send(sender=Connection, connection=verified)
+    return verified
 
 
-def record_failure(connection_id, action: str, message: str, correlation_id: str, *, picklist: tuple | None = None) -> None:
+def note_retry(connection_id, action: str, message: str) -> None:
+    """A transient failure the task will retry. Verification can keep trying for minutes, so
+    its page shows why the last attempt failed ("Could not reach …") while it still says
+    Verifying…, instead of nothing until the last retry."""
+    if action == "connection.verify":
+        Connection.objects.filter(pk=connection_id, status=Connection.Status.VERIFYING).update(last_error=message)
+
+
+def record_failure(
+    connection_id, action: str, message: str, correlation_id: str, *, picklist: tuple | None = None, error_kind: str = ""
+) -> None:
     """Record what could not be done, where the person who can fix it will see it."""
     connection = Connection.objects.filter(pk=connection_id).select_related("account").first()
     if connection is None:
@@ -297,7 +340,7 @@ def record_failure(connection_id, action: str, message: str, correlation_id: str
     if picklist is not None:
         Picklist.objects.filter(connection=connection, kind=picklist[0], parent_id=picklist[1]).update(error=message)
     log_action(connection.account, action, message, outcome=IntegrationLog.Outcome.ERROR, connection=connection,
-               correlation_id=correlation_id)
+               correlation_id=correlation_id, error_kind=error_kind)
 
 
 def check_permissions(connection_id: str, correlation_id: str) -> PermissionReport | None:
@@ -340,6 +383,7 @@ def remove_connection(connection: Connection) -> None:
     vendor = connection.get_vendor_display()
     with transaction.atomic():
         CompanyMapping.objects.for_account(account).delete()
+        signals.connection_removing.send(sender=Connection, connection=connection)
         connection.delete()  # picklists and imported companies go with it
         log_action(account, "connection.remove",
                    f"{vendor} integration removed: credentials, tenant mappings and cached PSA data deleted.")

@@ -6,3 +6,7 @@ from django.dispatch import Signal
 integration_resumed = Signal()  # kwargs: connection
 # Sent after a tenant's company mapping is set: work waiting for it can go out now.
 tenant_mapped = Signal()  # kwargs: account, tenant
+# Sent after a connection is verified (connected): two-way sync registers its webhook.
+connection_verified = Signal()  # kwargs: connection
+# Sent just before a connection is deleted: two-way sync removes its webhook from the PSA.
+connection_removing = Signal()  # kwargs: connection

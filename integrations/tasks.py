@@ -27,6 +27,7 @@ def _retry_or_give_up(
         countdown = exc.retry_after
     else:
         countdown = min(300, 10 * 2**task.request.retries)
+    services.note_retry(connection_id, action, prefix + exc.message)
     raise task.retry(exc=exc, countdown=countdown)
 
 
@@ -61,3 +62,30 @@ def import_companies(self, connection_id: str, correlation_id: str) -> None:
         services.import_companies(connection_id, correlation_id)
     except PsaError as exc:
         _retry_or_give_up(self, exc, connection_id, "import.companies", correlation_id, prefix="Import failed: ")
+
+
+# Logs and health (beat; integrations/health.py and integrations/logs.py hold the logic) ----------
+
+
+@shared_task(name="integrations.evaluate_health")
+def evaluate_health() -> int:
+    """Connections that are not Healthy, owe a notice, or failed lately: Broken and the return
+    to Healthy are reached by time passing, with nothing logged to trigger them."""
+    from integrations import health
+
+    return health.evaluate_due()
+
+
+@shared_task(name="integrations.warn_expiring_credentials")
+def warn_expiring_credentials() -> int:
+    from integrations import health
+
+    return health.warn_expiring()
+
+
+@shared_task(name="integrations.purge_old_logs")
+def purge_old_logs() -> int:
+    """Retention: entries older than HUB_LOG_RETENTION_DAYS, in batches of 5,000 ids."""
+    from integrations import logs
+
+    return logs.purge_old_entries()

@@ -6,11 +6,13 @@ database knows; HTMX polls the status partials while work is under way.
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -41,12 +43,22 @@ def _next_or(request, default: str):
     return redirect(reverse(default))
 
 
+def _pending(request, param: str, action: str) -> str:
+    """The correlation id of queued work named in the query string (?checking=, ?importing=)
+    while it has not finished; "" when there is none or it is done."""
+    correlation_id = request.GET.get(param, "")
+    if not _WORK_ID.fullmatch(correlation_id):
+        return ""
+    return "" if selectors.work_finished(request.account, action, correlation_id) else correlation_id
+
+
 @role_required()
 def index(request):
     connection = _connection_or_none(request)
     context = {"section": "integrations", "connection": connection, "vendors": registry.VENDORS.values()}
     if connection is not None:
         context.update(selectors.connection_overview(connection))
+        context["checking"] = _pending(request, "checking", "connection.permissions")
     return render(request, "integrations/index.html", context)
 
 
@@ -106,9 +118,9 @@ def verify(request):
 @role_required(OPERATOR)
 def permissions(request):
     connection = _connection(request)
-    services.queue_permission_check(connection)
+    correlation_id = services.queue_permission_check(connection)
     messages.info(request, "Checking permissions in the PSA… the list below updates when it is done.")
-    return redirect("integrations")
+    return redirect(f"{reverse('integrations')}?checking={correlation_id}")
 
 
 @require_POST
@@ -150,9 +162,34 @@ def remove(request):
 @role_required(OPERATOR)
 def import_companies(request):
     connection = _connection(request)
-    services.queue_company_import(connection)
+    correlation_id = services.queue_company_import(connection)
     messages.info(request, "Importing customers from the PSA… this page updates when it is done.")
-    return redirect("company_mapping")
+    return redirect(f"{reverse('company_mapping')}?importing={correlation_id}")
+
+
+# What pages poll while queued work runs: (action of its final log row, page that shows the result).
+_WORK = {"permissions": ("connection.permissions", "integrations"), "import": ("import.companies", "company_mapping")}
+_WORK_ID = re.compile(r"[0-9a-f]{1,64}")
+
+
+@role_required()
+def work_status(request, kind: str):
+    """Polled (HTMX) while a permission check or an import runs in the worker: 204 while it
+    runs, then HX-Redirect to its page without the marker, which shows the result."""
+    if kind not in _WORK:
+        raise Http404("Unknown work.")
+    action, page = _WORK[kind]
+    correlation_id = request.GET.get("id", "")
+    if not _WORK_ID.fullmatch(correlation_id):
+        raise Http404("Unknown work.")
+    running = _connection_or_none(request) is not None and not selectors.work_finished(
+        request.account, action, correlation_id
+    )
+    if running:
+        return HttpResponse(status=204)
+    response = HttpResponse()
+    response["HX-Redirect"] = reverse(page)
+    return response
 
 
 @role_required()
@@ -176,6 +213,7 @@ def company_mapping(request):
         "query": query,
         "show": show,
         "company_count": PsaCompany.objects.filter(connection=connection, active=True).count(),
+        "importing": _pending(request, "importing", "import.companies"),
     }
     template = "integrations/_mapping_table.html" if request.htmx else "integrations/companies.html"
     return render(request, template, context)

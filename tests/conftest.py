@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 
 from hub.tenancy import OPERATOR, SUPPORT
 from tests.factories import make_account, make_api_key, make_user
+from tests.fakes.servers import running_fake_psas
 
 # Playwright's sync API runs an event loop in the test thread; the ORM calls of the tests
 # themselves are still synchronous and safe.
@@ -79,3 +80,22 @@ def mocked_responses():
     """Strict `responses`: an unregistered request fails, and every registered one must be used."""
     with responses.RequestsMock(assert_all_requests_are_fired=True) as mock:
         yield mock
+
+
+@pytest.fixture(scope="session")
+def fake_psas():
+    """The three HTTP fake PSAs (tests/fakes/servers.py), started once, before any worker process
+    of the integration or browser tier, whose environment points at them."""
+    with running_fake_psas() as psas:
+        yield psas
+
+
+@pytest.fixture
+def psas(fake_psas, settings):
+    """The fake PSAs with every knob reset and empty request logs, and this process's settings
+    pointed at them (the worker's environment already is)."""
+    for name, value in fake_psas.settings().items():
+        setattr(settings, name, value)
+    fake_psas.reset()
+    yield fake_psas
+    fake_psas.reset()

@@ -74,6 +74,10 @@ class ConnectWiseLinkForm(forms.Form):
         site = (self.initial or {}).get("site", "")
         if site and not self.initial.get("region") and parse.region_of(site):
             self.initial = {**self.initial, "region": parse.region_of(site), "site": ""}
+        elif site and self.initial.get("scheme") == "http":
+            # A plain-http site (a local fake PSA) is stored without its scheme; shown bare, it
+            # would be saved back as https on "Update credentials" and stop working.
+            self.initial = {**self.initial, "site": f"http://{site}"}
 
     def clean_company_id(self) -> str:
         value = self.cleaned_data["company_id"].strip()

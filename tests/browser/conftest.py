@@ -4,6 +4,8 @@ pytest-django's live server.
 Debian's /usr/bin/chromium is the browser (`make chromium` or .ci/run installs it); Playwright's
 own browser downloads are never used. Without it these tests fail, they do not skip.
 Set BROWSER_SCREENSHOTS=<folder> to keep a screenshot of each test's last page.
+Tests that need background work (linking a PSA) take `worker_process`: a real Celery worker
+on the test database, pointed at the fake PSAs, as in the integration tier (tests/worker.py).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import PASSWORD
+from tests.worker import running_worker
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -44,6 +47,12 @@ def browser():
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="package")
+def worker_process(django_db_setup, tmp_path_factory, fake_psas):
+    with running_worker(tmp_path_factory, fake_psas.worker_env()) as worker:
+        yield worker
 
 
 @pytest.fixture

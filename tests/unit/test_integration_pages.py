@@ -192,6 +192,23 @@ def test_missing_permissions_are_listed_in_words(personas, admin_page, memory_ps
     assert "System &gt; Security Roles" in missing
 
 
+
+def test_the_page_polls_a_permission_check_until_its_log_row_is_written(personas, admin_page, memory_psa):
+    connection = link_a(personas)
+    page = text(admin_page.get(f"{BASE}?checking=abc123"))
+    assert f'hx-get="{BASE}work/permissions/?id=abc123"' in page and 'id="permissions-checking"' in page
+    poll = admin_page.get(f"{BASE}work/permissions/?id=abc123", HTTP_HX_REQUEST="true")
+    assert poll.status_code == 204
+
+    services.check_permissions(str(connection.pk), "abc123")
+
+    done = admin_page.get(f"{BASE}work/permissions/?id=abc123", HTTP_HX_REQUEST="true")
+    assert done.status_code == 200 and done["HX-Redirect"] == BASE
+    assert 'id="permissions-checking"' not in text(admin_page.get(f"{BASE}?checking=abc123"))
+    assert admin_page.get(f"{BASE}work/permissions/?id=not-hex").status_code == 404
+    assert admin_page.get(f"{BASE}work/other/?id=abc123").status_code == 404
+
+
 # Actions: roles and CSRF -----------------------------------------------------------------------------------
 
 # (path, data, who may: "admin" or "operator")
@@ -218,10 +235,14 @@ def test_actions_queue_their_task(personas, admin_page, queued, django_capture_o
     connection = link_a(personas)
     with django_capture_on_commit_callbacks(execute=True):
         assert admin_page.post(f"{BASE}verify/")["Location"] == BASE
-        assert admin_page.post(f"{BASE}permissions/")["Location"] == BASE
+        # The page polls until the queued work's correlation id shows in the log.
+        checking = admin_page.post(f"{BASE}permissions/")["Location"]
         assert admin_page.post(f"{BASE}refresh/")["Location"] == BASE
-        assert admin_page.post(f"{BASE}import/")["Location"] == f"{BASE}companies/"
+        importing = admin_page.post(f"{BASE}import/")["Location"]
     names = [name for name, _ in queued]
+    by_name = dict(queued)
+    assert checking == f"{BASE}?checking={by_name['check_permissions'][1]}"
+    assert importing == f"{BASE}companies/?importing={by_name['import_companies'][1]}"
     assert names == ["verify_connection", "check_permissions", "refresh_picklist", "refresh_picklist", "import_companies"]
     assert {args[1] for name, args in queued if name == "refresh_picklist"} == {"boards", "priorities"}
     assert all(args[0] == str(connection.pk) for _, args in queued)

@@ -144,6 +144,16 @@ def test_a_stored_cloud_site_shows_as_its_region():
     assert custom.initial["site"] == "cw.example.com" and "region" not in custom.initial
 
 
+def test_a_stored_http_site_is_shown_with_its_scheme_so_an_update_keeps_it():
+    stored = {"company_id": "acme", "site": "127.0.0.1:8123", "scheme": "http", "public_key": "PubKeyA1b2C3d4E5"}
+    shown = ConnectWiseLinkForm(initial=stored, existing_secrets={"private_key"}, allow_private=True)
+    assert shown.initial["site"] == "http://127.0.0.1:8123"
+    resaved = form(existing={"private_key"}, allow_http=True, site=shown.initial["site"], private_key="")
+    assert resaved.is_valid(), resaved.errors
+    config, secrets = resaved.config_and_secrets()
+    assert config["scheme"] == "http" and config["site"] == "127.0.0.1:8123" and secrets == {}
+
+
 def test_help_texts_say_where_to_find_each_value():
     f = ConnectWiseLinkForm(existing_secrets=set())
     assert "login screen" in f.fields["company_id"].help_text
