@@ -81,6 +81,9 @@ class ConnectionView(APIView):
         if not form.is_valid():
             raise exceptions.ValidationError({f"credentials.{k}": v for k, v in form.errors.items()})
         config, secrets = form.config_and_secrets()
+        refused = services.refused_hosts(config)
+        if refused:
+            raise exceptions.ValidationError({f"credentials.{name}": [message] for name, message in refused.items()})
         try:
             connection = services.save_connection(request.account, vendor, config, secrets)
         except services.LinkRefused as exc:

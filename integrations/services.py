@@ -25,6 +25,7 @@ from django.utils import timezone
 from hub import vault
 from hub.models import Account, Tenant
 from integrations import health, registry, signals
+from integrations.base import netguard
 from integrations.base.client import RequestRecord, Transport
 from integrations.base.errors import PsaError
 from integrations.base.provider import PermissionReport, Provider
@@ -228,6 +229,21 @@ def failure_message(exc: Exception) -> str:
 
 
 # --- linking ---------------------------------------------------------------------------------
+
+
+# Config values that hold a host the user typed (ConnectWise site, Halo servers).
+TYPED_HOSTS = ("site", "api_host", "resource_server", "auth_server")
+
+
+def refused_hosts(config: dict) -> dict[str, str]:
+    """{config field: why} for typed hosts that may not be used, checked before saving."""
+    refused = {}
+    for name in TYPED_HOSTS:
+        try:
+            netguard.check_typed_host(str(config.get(name) or ""), allow_private=settings.PSA_ALLOW_PRIVATE_HOSTS)
+        except PsaError as exc:
+            refused[name] = exc.message
+    return refused
 
 
 def save_connection(account: Account, vendor: str, config: dict, secrets: dict, *, correlation_id: str = "") -> Connection:

@@ -91,13 +91,20 @@ def link(request, vendor: str):
     )
     if request.method == "POST" and form.is_valid():
         config, secrets = form.config_and_secrets()
-        try:
-            services.save_connection(request.account, vendor, config, secrets)
-        except services.LinkRefused as exc:
-            messages.error(request, str(exc))
+        refused = services.refused_hosts(config)
+        shown = set()
+        for name, message in refused.items():
+            if message not in shown:  # a derived host (ConnectWise's API host) repeats the typed one
+                shown.add(message)
+                form.add_error(name if name in form.fields else None, message)
+        if not refused:
+            try:
+                services.save_connection(request.account, vendor, config, secrets)
+            except services.LinkRefused as exc:
+                messages.error(request, str(exc))
+                return redirect("integrations")
+            messages.success(request, f"{entry.name} credentials saved. Verifying the connection…")
             return redirect("integrations")
-        messages.success(request, f"{entry.name} credentials saved. Verifying the connection…")
-        return redirect("integrations")
     return render(
         request,
         "integrations/link.html",

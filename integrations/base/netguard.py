@@ -60,3 +60,22 @@ def check_url(url: str, *, allow_private: bool, resolver: Callable[[str, int], l
                 f"{host} resolves to {address}, a private or local network address. The hub only connects "
                 "to PSAs on public internet addresses; enter your PSA's public host name."
             )
+
+
+def check_typed_host(value: str, *, allow_private: bool) -> None:
+    """The check a form can make without DNS: a host typed as a private IP address or as a
+    local name is refused at once; names are resolved (and checked) when the hub connects."""
+    if allow_private or not value:
+        return
+    host = urlsplit(value if "//" in value else f"//{value}").hostname or ""
+    if host == "localhost" or host.endswith((".localhost", ".local", ".internal")):
+        raise BlockedError(f"{host} is a local network name. Enter your PSA's public host name.")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    if not _is_public(address):
+        raise BlockedError(
+            f"{host} is a private or local network address. The hub only connects to PSAs on public internet "
+            "addresses; enter your PSA's public host name."
+        )

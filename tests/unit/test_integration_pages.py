@@ -455,3 +455,4 @@ def test_unreadable_stored_credentials_can_be_re_entered(personas, admin_page, q
     assert response.status_code == 302
     connection.refresh_from_db()
     assert services.load_credentials(connection) == {"api_key": "fresh-key"}
+
