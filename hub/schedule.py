@@ -7,6 +7,8 @@ BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "hub.tasks.record_heartbeat", "schedule": timedelta(minutes=1)},
     # Incidents accepted while the broker or worker was down, or whose worker died.
     "ticketing-sweep": {"task": "ticketing.sweep", "schedule": timedelta(minutes=1)},
+    # Two-way sync: polls ticket status changes where the PSA cannot call back (Autotask, fallbacks).
+    "ticketing-poll-status": {"task": "ticketing.poll_status_due", "schedule": timedelta(minutes=1)},
     # Billing: scheduled runs when due (account time zone), auto syncs past their delay, stalled runs.
     "billing-dispatch": {"task": "billing.dispatch", "schedule": timedelta(minutes=1)},
     # Connection health: Broken and recovery are reached by time passing (integrations/health.py).

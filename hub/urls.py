@@ -9,7 +9,7 @@ from hub.routers import OptionalSlashRouter
 from integrations.urls import api_urlpatterns as integration_api
 from ticketing.api import IncidentViewSet
 from ticketing.urls import api_urlpatterns as ticketing_api
-from ticketing.urls import incident_urlpatterns
+from ticketing.urls import hook_urlpatterns, incident_urlpatterns
 
 router = OptionalSlashRouter()
 router.register("tenants", tenants_api.TenantViewSet, basename="tenant")
@@ -24,6 +24,7 @@ urlpatterns = [
     path("settings/integrations/", include("integrations.urls")),
     path("settings/ticketing/", include("ticketing.urls")),
     path("settings/incidents/", include(incident_urlpatterns)),
+    path("hooks/", include(hook_urlpatterns)),
     path("settings/billing/", views.billing, name="billing"),
     path("settings/logs/", include("integrations.urls_logs")),
     path("settings/tenants/", views.tenant_list, name="tenants"),

@@ -69,6 +69,9 @@ class Ticket(models.Model):
     priority_id = models.CharField(max_length=64, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # When the PSA last changed the ticket, as of the last change the hub applied from it
+    # (two-way sync, ticketing/inbound.py): an older report never overwrites a newer one.
+    psa_changed_at = models.DateTimeField(null=True, blank=True)
 
     objects = AccountScopedManager()
 
@@ -153,3 +156,120 @@ class IncidentNote(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+
+
+# --- two-way status sync (ticketing/inbound.py, ticketing/outbound.py, ticketing/webhooks.py) -----
+
+
+class StatusSync(models.Model):
+    """How status changes come back from one connection's PSA: a Halo webhook, a ConnectWise
+    callback, or polling (Autotask, or the fallback when neither can be registered).
+
+    Keyed by the connection's id rather than a foreign key: the row outlives the connection for
+    as long as it takes to remove the webhook from the PSA. Secrets are stored as SHA-256 hashes
+    (they are 256-bit random values, so a fast hash is enough); the plaintext goes to the PSA
+    once, at registration, and is never stored or shown.
+    """
+
+    class Mode(models.TextChoices):
+        NONE = "none", "Not set up"
+        WEBHOOK = "webhook", "Webhook"
+        CALLBACK = "callback", "Callback"
+        POLL = "poll", "Polling"
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="status_syncs")
+    connection_id = models.UUIDField(unique=True)
+    vendor = models.CharField(max_length=16)
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.NONE)
+    # Why polling is used where a webhook/callback was wanted (shown on the pages).
+    fallback_reason = models.TextField(blank=True)
+    secret_hash = models.CharField(max_length=64, blank=True)
+    remote_id = models.CharField(max_length=64, blank=True)  # Halo webhook GUID / CW callback id
+    remote_object_id = models.CharField(max_length=64, blank=True)  # the CW board the callback watches
+    registered_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    poll_watermark = models.DateTimeField(null=True, blank=True)
+    last_polled_at = models.DateTimeField(null=True, blank=True)
+    # Set when the integration is removed: the encrypted bundle the removal task needs to delete
+    # the webhook (decrypted only by integrations.services.load_credentials).
+    removing = models.BooleanField(default=False)
+    removal_bundle = models.TextField(blank=True, editable=False)
+    removal_config = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = AccountScopedManager()
+
+    def __str__(self) -> str:
+        return f"{self.vendor} {self.mode}"
+
+
+class WebhookReceipt(models.Model):
+    """One inbound delivery (Halo webhook, ConnectWise callback), accepted or not."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="webhook_receipts")
+    vendor = models.CharField(max_length=16)
+    connection_id = models.UUIDField(null=True, blank=True)
+    ticket_id = models.CharField(max_length=64, blank=True)
+    body_sha256 = models.CharField(max_length=64, blank=True)
+    # accepted | duplicate | rejected | ignored | applied | no_change
+    outcome = models.CharField(max_length=16)
+    detail = models.TextField(blank=True)
+    received_at = models.DateTimeField(default=timezone.now)
+
+    objects = AccountScopedManager()
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [models.Index(fields=["account", "body_sha256"], name="receipt_body")]
+
+
+class HostWebhook(models.Model):
+    """The host product's endpoint for incident changes made in the PSA. The signing secret is
+    encrypted with hub.vault (HMAC needs the plaintext), bound to the account and this row."""
+
+    account = models.OneToOneField(Account, on_delete=models.CASCADE, related_name="host_webhook")
+    url = models.URLField(max_length=1000, blank=True)
+    secret = models.TextField(blank=True, editable=False)
+    secret_set = models.BooleanField(default=False)
+    active = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = AccountScopedManager()
+
+    @property
+    def vault_id(self) -> str:
+        return f"host-webhook:{self.pk}"
+
+
+class HostDelivery(models.Model):
+    class State(models.TextChoices):
+        PENDING = "pending", "Waiting"
+        SENDING = "sending", "Sending"
+        DELIVERED = "delivered", "Delivered"
+        FAILED = "failed", "Failed"
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="host_deliveries")
+    incident = models.ForeignKey(Incident, null=True, blank=True, on_delete=models.SET_NULL, related_name="host_deliveries")
+    event_id = models.CharField(max_length=64, unique=True)
+    payload = models.JSONField(default=dict)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AccountScopedManager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+
+class HostDeliveryAttempt(models.Model):
+    delivery = models.ForeignKey(HostDelivery, on_delete=models.CASCADE, related_name="attempt_rows")
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -28,6 +28,12 @@ logger = logging.getLogger(__name__)
 CLAIM_LEASE = timezone.timedelta(minutes=10)
 # Incidents waiting longer than this are queued again by the sweeper.
 SWEEP_AFTER = timezone.timedelta(minutes=5)
+# ...unless the broker still holds a backlog: their message is most likely still in it, and a
+# copy for each would double a long queue (the embedded broker then never catches up).
+SWEEP_AFTER_BACKLOG = timezone.timedelta(minutes=30)
+# A delivery goes round again when the incident changed while it ran; after this many rounds
+# it hands over to a new task instead of holding the worker.
+MAX_ROUNDS = 5
 
 
 class NotReady(Exception):
@@ -59,10 +65,17 @@ def _send_to_broker(task, *args) -> None:
 
 
 def _mark_pending(incident: Incident) -> None:
+    # The claim is kept: a delivery running now must finish before another may start (two at
+    # once could both create the ticket). It sees the incident pending again and goes round.
     incident.sync_state = Incident.Sync.PENDING
     incident.sync_error = ""
-    incident.sync_claim = ""
     incident.sync_requested_at = timezone.now()
+
+
+def _pending_again(incident_id: int) -> None:
+    Incident.objects.filter(pk=incident_id).update(
+        sync_state=Incident.Sync.PENDING, sync_error="", sync_requested_at=timezone.now()
+    )
 
 
 def accept_incident(account: Account, tenant: Tenant, data: dict) -> tuple[Incident, bool]:
@@ -99,7 +112,9 @@ def _open_repeat(account: Account, dedupe_key: str, tenant: Tenant) -> tuple[Inc
     latest = (
         Incident.objects.for_account(account)
         .filter(dedupe_key=dedupe_key, tenant=tenant)
-        .select_for_update()
+        # Lock the incident only: PostgreSQL refuses FOR UPDATE on the nullable side of the
+        # ticket's outer join.
+        .select_for_update(of=("self",))
         .select_related("ticket")
         .order_by("-created_at", "-id")
         .first()
@@ -131,35 +146,55 @@ def change_incident(incident: Incident, changes: dict, *, source: str = "api") -
             if source != "psa":  # a change that came from the PSA is not echoed back to it
                 _mark_pending(incident)
             incident.save()
-            if source != "psa":
+            if source == "psa":
+                _ticket_already_follows(incident)
+            else:
                 _queue(incident)
     return incident
+
+
+def _ticket_already_follows(incident: Incident) -> None:
+    """The PSA made this change itself: record the ticket as already in that state, so the
+    next delivery (a note, a later change) does not write it back (DESIGN.md rule 9)."""
+    ticket = incident.ticket
+    if ticket is None:
+        return
+    config = TicketingConfig.objects.for_account(incident.account_id).first()
+    status_map = _status_map_for(ticket, config)
+    fields = {}
+    if status_map.get(incident.status):
+        fields["status_id"] = status_map[incident.status]
+        fields["closed_at"] = (ticket.closed_at or timezone.now()) if incident.status in CLOSING_STATUSES else None
+    priority_id = config and (config.priority_map.get(incident.severity) or config.default_priority_id)
+    if priority_id:
+        fields["priority_id"] = priority_id
+    if fields:
+        Ticket.objects.filter(pk=ticket.pk).update(**fields)
 
 
 def add_note(incident: Incident, text: str) -> IncidentNote:
     with transaction.atomic():
         note = IncidentNote.objects.create(incident=incident, text=text)
-        Incident.objects.filter(pk=incident.pk).update(
-            sync_state=Incident.Sync.PENDING, sync_claim="", sync_error="", sync_requested_at=timezone.now()
-        )
+        _pending_again(incident.pk)
         _queue(incident)
     return note
 
 
 def retry_incident(incident: Incident) -> None:
     with transaction.atomic():
-        Incident.objects.filter(pk=incident.pk).update(
-            sync_state=Incident.Sync.PENDING, sync_claim="", sync_error="", sync_requested_at=timezone.now()
-        )
+        _pending_again(incident.pk)
         _queue(incident)
 
 
 def sweep() -> int:
     """Beat: queue again incidents that waited too long (broker down, worker killed)."""
     now = timezone.now()
+    waited = SWEEP_AFTER if not broker_backlog() else max(SWEEP_AFTER, SWEEP_AFTER_BACKLOG)
     due = Incident.objects.filter(
-        Q(sync_state=Incident.Sync.PENDING, sync_requested_at__lt=now - SWEEP_AFTER)
-        | Q(sync_state=Incident.Sync.SYNCING, sync_claimed_at__lt=now - CLAIM_LEASE)
+        Q(sync_state=Incident.Sync.PENDING, sync_requested_at__lt=now - waited)
+        # A claim past its lease: the worker that held it is gone (its message may not come back).
+        # Queued again at most once per SWEEP_AFTER, as the sweep stamps sync_requested_at.
+        | Q(sync_state=Incident.Sync.SYNCING, sync_claimed_at__lt=now - CLAIM_LEASE, sync_requested_at__lt=now - SWEEP_AFTER)
     ).order_by("created_at", "id")
     count = 0
     for incident in due[:1000]:
@@ -167,6 +202,19 @@ def sweep() -> int:
         _queue(incident)
         count += 1
     return count
+
+
+def broker_backlog(queue: str = "psa") -> int:
+    """Messages waiting in the broker's queue for PSA work; 0 when the broker cannot say."""
+    from hub.celery import app
+
+    try:
+        with app.connection_for_read() as conn:
+            # Declared, not looked up: Redis has no key for an empty queue. Celery declares it anyway.
+            return conn.default_channel.queue_declare(queue=queue, durable=True, auto_delete=False).message_count or 0
+    except Exception:
+        logger.warning("Could not read the length of the %s queue", queue, exc_info=True)
+        return 0
 
 
 def release_held(account: Account) -> int:
@@ -229,7 +277,8 @@ def route(config: TicketingConfig, tenant: Tenant, severity: str, status: str, *
             f"The status mapping for {config.board_name or 'the board'} is incomplete: choose a status for "
             f"{', '.join(missing)} on the Ticketing page (each board has its own statuses).",
         )
-    status_id = config.status_map.get("new") if new and config.status_map.get("new") else config.status_map[status]
+    # Autotask's "Status for new tickets" (seed 001), for a ticket made for an open incident.
+    status_id = config.status_map["new"] if new and status == "Open" and config.status_map.get("new") else config.status_map[status]
     priority_id = config.priority_map.get(severity) or config.default_priority_id
     if not priority_id:
         raise NotReady(Incident.Sync.FAILED, f"No PSA priority is mapped for severity {severity} on the Ticketing page.")
@@ -263,9 +312,13 @@ def draft_for(incident: Incident, config: TicketingConfig, route_: Route) -> Tic
 
 
 def claim(incident_id: int, claim_id: str) -> bool:
+    """Take the incident for one delivery (a conditional UPDATE). Free when pending and
+    unclaimed; the same claim id (a redelivered or retried task) takes it back at once;
+    anyone may take over a claim older than the lease (its worker is gone)."""
     now = timezone.now()
-    claimable = Q(sync_state=Incident.Sync.PENDING) | Q(
-        Q(sync_claim=claim_id) | Q(sync_claimed_at__lt=now - CLAIM_LEASE), sync_state=Incident.Sync.SYNCING
+    active = Q(sync_state__in=[Incident.Sync.PENDING, Incident.Sync.SYNCING])
+    claimable = Q(sync_state=Incident.Sync.PENDING, sync_claim="") | Q(
+        Q(sync_claim=claim_id) | Q(sync_claimed_at__lt=now - CLAIM_LEASE), active
     )
     return bool(
         Incident.objects.filter(claimable, pk=incident_id).update(
@@ -277,19 +330,37 @@ def claim(incident_id: int, claim_id: str) -> bool:
     )
 
 
-def _finish(incident: Incident, claim_id: str, state: str, error: str = "") -> bool:
-    """Record the outcome unless the incident changed meanwhile (then it is pending again)."""
+def _finish(incident_id: int, claim_id: str, state: str, error: str = "") -> bool:
+    """Record the outcome and release the claim, unless the incident changed meanwhile (it
+    is pending again: the caller goes round once more)."""
     fields = {"sync_state": state, "sync_error": error, "sync_claim": ""}
     if state == Incident.Sync.SYNCED:
         fields["synced_at"] = timezone.now()
-    return bool(Incident.objects.filter(pk=incident.pk, sync_claim=claim_id).update(**fields))
+    return bool(
+        Incident.objects.filter(pk=incident_id, sync_claim=claim_id, sync_state=Incident.Sync.SYNCING).update(**fields)
+    )
 
 
 def deliver(incident_id: int, claim_id: str, correlation_id: str) -> str | None:
     """Bring the PSA ticket in step with the incident. Returns the state reached, or None
-    when someone else holds the claim. Transient PSA errors are raised for the task to retry."""
+    when someone else holds the claim. Transient PSA errors are raised for the task to retry
+    (the claim is kept: the retry has the same id and takes it back)."""
     if not claim(incident_id, claim_id):
         return None
+    for _ in range(MAX_ROUNDS):
+        state = _deliver_round(incident_id, claim_id, correlation_id)
+        if state is not None:
+            return state
+        # The incident changed while this round ran (a new status, a note): go round again.
+        if not claim(incident_id, claim_id):
+            return None
+    # Still changing after several rounds: hand over to a fresh task rather than hold this one.
+    if Incident.objects.filter(pk=incident_id, sync_claim=claim_id).update(sync_state=Incident.Sync.PENDING, sync_claim=""):
+        _queue(Incident.objects.get(pk=incident_id))
+    return Incident.Sync.PENDING
+
+
+def _deliver_round(incident_id: int, claim_id: str, correlation_id: str) -> str | None:
     incident = Incident.objects.select_related("tenant", "account", "ticket").get(pk=incident_id)
     account = incident.account
     connection = Connection.objects.for_account(account).first()
@@ -301,24 +372,39 @@ def deliver(incident_id: int, claim_id: str, correlation_id: str) -> str | None:
             raise NotReady(Incident.Sync.HELD, "The integration is paused; the incident is held and sent on resume.")
         if config is None or config.vendor != connection.vendor:
             raise NotReady(Incident.Sync.FAILED, "Ticketing is not set up: choose the board or queue on the Ticketing page.")
-        _sync_ticket(incident, connection, config, correlation_id)
+        # Only a delivery that is not the first can have sent a create whose answer was lost:
+        # the first one creates straight away, every later one looks for the reference first.
+        _sync_ticket(incident, connection, config, correlation_id, search_first=incident.sync_attempts > 1)
     except NotReady as exc:
-        if _finish(incident, claim_id, exc.state, exc.message):
-            _log(incident, connection, "ticket.sync", exc.message, correlation_id,
-                 IntegrationLog.Outcome.SKIPPED if exc.state == Incident.Sync.HELD else IntegrationLog.Outcome.ERROR)
+        if not _finish(incident.pk, claim_id, exc.state, exc.message):
+            return None
+        _log(incident, connection, "ticket.sync", exc.message, correlation_id,
+             IntegrationLog.Outcome.SKIPPED if exc.state == Incident.Sync.HELD else IntegrationLog.Outcome.ERROR)
         return exc.state
     except PsaError as exc:
         if not exc.permanent:
             raise
         fail(incident.pk, claim_id, exc.message, correlation_id)
         return Incident.Sync.FAILED
-    _finish(incident, claim_id, Incident.Sync.SYNCED)
+    except DatabaseError:
+        raise  # the database is the record: nothing can be written now; the sweeper queues it again
+    except Exception as exc:
+        # A bug or an unreadable credential: say so on the incident instead of leaving it
+        # "syncing" until the lease runs out, again and again.
+        fail(incident.pk, claim_id, integration_services.failure_message(exc), correlation_id)
+        return Incident.Sync.FAILED
+    if not _finish(incident.pk, claim_id, Incident.Sync.SYNCED):
+        return None
     return Incident.Sync.SYNCED
 
 
 def fail(incident_id: int, claim_id: str, message: str, correlation_id: str) -> None:
-    incident = Incident.objects.select_related("account").get(pk=incident_id)
-    if _finish(incident, claim_id, Incident.Sync.FAILED, message):
+    """Record a failure for people (with the Retry action), if this claim still holds it."""
+    incident = Incident.objects.select_related("account", "tenant").get(pk=incident_id)
+    failed = Incident.objects.filter(pk=incident_id, sync_claim=claim_id).update(
+        sync_state=Incident.Sync.FAILED, sync_error=message, sync_claim=""
+    )
+    if failed:
         connection = Connection.objects.for_account(incident.account).first()
         _log(incident, connection, "ticket.sync", f"Incident #{incident.pk}: {message}", correlation_id, IntegrationLog.Outcome.ERROR)
 
@@ -330,7 +416,9 @@ def _log(incident, connection, action, message, correlation_id, outcome=Integrat
     )
 
 
-def _sync_ticket(incident: Incident, connection: Connection, config: TicketingConfig, correlation_id: str) -> None:
+def _sync_ticket(
+    incident: Incident, connection: Connection, config: TicketingConfig, correlation_id: str, *, search_first: bool = True
+) -> None:
     provider = integration_services.build_provider(
         connection, action="ticket.sync", correlation_id=correlation_id, tenant=incident.tenant,
         subject=f"incident:{incident.pk}", config_overrides=config.extra,
@@ -339,7 +427,7 @@ def _sync_ticket(incident: Incident, connection: Connection, config: TicketingCo
     ticket = incident.ticket
     if ticket is None:
         route_ = route(config, incident.tenant, incident.severity, incident.status, new=True)
-        found = adapter.find_by_reference(incident.reference)
+        found = adapter.find_by_reference(incident.reference) if search_first else None
         if found is None:
             found = adapter.create(draft_for(incident, config, route_))
             message = f"Created ticket {found.number or found.id} for incident #{incident.pk} on {config.board_name or config.board_id}."
@@ -353,6 +441,7 @@ def _sync_ticket(incident: Incident, connection: Connection, config: TicketingCo
                 "status_map": dict(config.status_map),
                 "company_id": route_.company_id, "status_id": found.status_id or route_.status_id,
                 "priority_id": route_.priority_id,
+                "closed_at": timezone.now() if found.closed else None,
             },
         )
         Incident.objects.filter(pk=incident.pk).update(ticket=ticket)
@@ -365,8 +454,10 @@ def _sync_ticket(incident: Incident, connection: Connection, config: TicketingCo
 def _follow_incident(incident, ticket, adapter, config, connection, correlation_id) -> None:
     """Status and priority of the ticket follow the incident, with the statuses of the
     ticket's own board (it stays there when the configured board changes)."""
-    status_map = ticket.status_map if ticket.board_id != config.board_id else config.status_map
+    status_map = _status_map_for(ticket, config)
     status_id = status_map.get(incident.status, "")
+    if incident.status == "Open" and status_map.get("new") and ticket.status_id == status_map["new"]:
+        status_id = ticket.status_id  # a new ticket keeps the "status for new tickets" while Open (seed 001)
     priority_id = config.priority_map.get(incident.severity) or config.default_priority_id
     wanted_status = status_id if status_id and status_id != ticket.status_id else ""
     wanted_priority = priority_id if priority_id and priority_id != ticket.priority_id else ""
@@ -387,9 +478,18 @@ def _follow_incident(incident, ticket, adapter, config, connection, correlation_
     _log(incident, connection, "ticket.update", f"Ticket {ticket.number or ticket.ticket_id}: {', '.join(what)}.", correlation_id)
 
 
+def _status_map_for(ticket: Ticket, config: TicketingConfig | None) -> dict:
+    """The ticket's own board's statuses: the configured map while the board is the same
+    (statuses may have been re-mapped), the map from its creation once the board changed."""
+    if config is None or ticket.board_id != config.board_id:
+        return ticket.status_map
+    return config.status_map
+
+
 def _deliver_notes(incident, ticket, adapter, connection, correlation_id) -> None:
     for note in IncidentNote.objects.filter(incident=incident, delivered_at__isnull=True).order_by("created_at", "id"):
-        text = f"{note.text}\n\n{note.marker}"
+        # The marker goes first: an adapter that shortens a long note keeps its beginning.
+        text = f"{note.marker} {note.text}"
         if note.sending_at is None or not adapter.note_exists(ticket.ticket_id, note.marker):
             IncidentNote.objects.filter(pk=note.pk).update(sending_at=timezone.now())
             adapter.add_note(ticket.ticket_id, text)

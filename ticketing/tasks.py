@@ -8,10 +8,21 @@ from integrations.base.errors import PsaError, RateLimitedError
 from ticketing import services
 
 DELIVERY_RETRIES = 6
+# Backoff: 15 s, 30 s, 1 min, 2 min, 4 min, 8 min (about a quarter of an hour in all), capped.
+BACKOFF_BASE = 15
+BACKOFF_CAP = 600
+
+
+def retry_countdown(retries: int, exc: PsaError) -> float:
+    """Seconds before the next attempt: the PSA's Retry-After when it gave one, else backoff."""
+    if isinstance(exc, RateLimitedError) and exc.retry_after:
+        return exc.retry_after
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2**retries)
 
 
 @shared_task(bind=True, name="ticketing.deliver_incident", queue="psa", max_retries=DELIVERY_RETRIES)
 def deliver_incident(self, incident_id: int, correlation_id: str) -> None:
+    # The task id is the claim: a retry or a redelivery after a lost worker keeps it.
     claim_id = self.request.id or f"direct-{incident_id}"
     try:
         services.deliver(incident_id, claim_id, correlation_id)
@@ -19,10 +30,96 @@ def deliver_incident(self, incident_id: int, correlation_id: str) -> None:
         if self.request.retries >= self.max_retries:
             services.fail(incident_id, claim_id, f"{exc.message} (gave up after {self.max_retries + 1} attempts)", correlation_id)
             return
-        countdown = exc.retry_after if isinstance(exc, RateLimitedError) and exc.retry_after else min(600, 15 * 2**self.request.retries)
-        raise self.retry(exc=exc, countdown=countdown)
+        raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries, exc))
 
 
 @shared_task(name="ticketing.sweep")
 def sweep() -> int:
     return services.sweep()
+
+
+# --- two-way status sync (ticketing/inbound.py, status_sync.py, polling.py, outbound.py) ---------
+
+SYNC_RETRIES = 5
+HOST_RETRIES = 8
+HOST_BACKOFF_BASE = 30
+HOST_BACKOFF_CAP = 3600
+
+
+@shared_task(bind=True, name="ticketing.refresh_ticket_status", queue="psa", max_retries=SYNC_RETRIES)
+def refresh_ticket_status(self, connection_id: str, ticket_id: str, receipt_id: int | None, correlation_id: str,
+                          source_detail: str = "webhook") -> None:
+    from ticketing import inbound
+
+    try:
+        inbound.refresh_from_psa(connection_id, ticket_id, receipt_id, correlation_id, source_detail)
+    except PsaError as exc:
+        if self.request.retries >= self.max_retries:
+            return
+        raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries, exc))
+
+
+@shared_task(bind=True, name="ticketing.register_status_sync", queue="psa", max_retries=SYNC_RETRIES)
+def register_status_sync(self, connection_id: str, correlation_id: str) -> None:
+    from ticketing import status_sync
+
+    try:
+        status_sync.register(connection_id, correlation_id)
+    except PsaError as exc:
+        if self.request.retries >= self.max_retries:
+            return
+        raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries, exc))
+
+
+@shared_task(bind=True, name="ticketing.remove_status_sync", queue="psa", max_retries=SYNC_RETRIES)
+def remove_status_sync(self, sync_id: int, correlation_id: str) -> None:
+    from ticketing import status_sync
+
+    try:
+        status_sync.remove(sync_id, correlation_id)
+    except PsaError as exc:
+        if self.request.retries >= self.max_retries:
+            return
+        raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries, exc))
+
+
+@shared_task(name="ticketing.poll_status_due")
+def poll_status_due() -> int:
+    from integrations import services as integration_services
+    from ticketing import polling
+
+    count = 0
+    for sync in polling.due_syncs():
+        poll_status.delay(sync.pk, integration_services.new_correlation_id())
+        count += 1
+    return count
+
+
+@shared_task(bind=True, name="ticketing.poll_status", queue="psa", max_retries=3)
+def poll_status(self, sync_id: int, correlation_id: str) -> None:
+    from ticketing import polling
+
+    try:
+        polling.poll(sync_id, correlation_id)
+    except PsaError as exc:
+        if self.request.retries >= self.max_retries:
+            return
+        raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries, exc))
+
+
+def host_countdown(retries: int, retry_after: float | None = None) -> float:
+    """30 s, 1 min, 2 min ... capped at an hour; the endpoint's Retry-After when longer."""
+    import random
+
+    backoff = min(HOST_BACKOFF_CAP, HOST_BACKOFF_BASE * 2**retries) * random.uniform(0.8, 1.2)
+    return max(backoff, retry_after or 0)
+
+
+@shared_task(bind=True, name="ticketing.deliver_host_event", max_retries=HOST_RETRIES)
+def deliver_host_event(self, delivery_id: int) -> None:
+    from ticketing import outbound
+
+    try:
+        outbound.attempt(delivery_id, final=self.request.retries >= self.max_retries)
+    except outbound.RetryLater as exc:
+        raise self.retry(countdown=host_countdown(self.request.retries, exc.retry_after)) from None

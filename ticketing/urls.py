@@ -1,6 +1,6 @@
 from django.urls import path
 
-from ticketing import api, views
+from ticketing import api, api_sync, views, views_sync, webhooks
 
 # Mounted at /settings/ticketing/.
 urlpatterns = [
@@ -12,6 +12,13 @@ urlpatterns = [
     path("preview/", views.preview, name="ticketing_preview"),
     path("test-ticket/", views.test_ticket, name="ticketing_test_ticket"),
     path("test-ticket/<int:pk>/", views.test_ticket_status, name="ticketing_test_ticket_status"),
+    path("webhook/", views_sync.webhook_page, name="ticketing_webhook"),
+]
+
+# Mounted at /hooks/: calls from the PSAs (two-way sync), authenticated by secrets the hub made.
+hook_urlpatterns = [
+    path("halo/<uuid:connection_id>/", webhooks.halo, name="hook_halo"),
+    path("connectwise/<uuid:connection_id>/<str:token>/", webhooks.connectwise, name="hook_connectwise"),
 ]
 
 # Mounted at /settings/incidents/.
@@ -26,4 +33,5 @@ incident_urlpatterns = [
 api_urlpatterns = [
     path("ticketing/config", api.TicketingConfigView.as_view(), name="api_ticketing_config"),
     path("ticketing/preview", api.TicketingPreviewView.as_view(), name="api_ticketing_preview"),
+    path("ticketing/webhook", api_sync.HostWebhookView.as_view(), name="api_ticketing_webhook"),
 ]

@@ -13,12 +13,12 @@ ticket_category_id; the draft's contact_email is looked up among the company's a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from integrations.autotask import parse
-from integrations.autotask.client import AutotaskClient, query_body
+from integrations.autotask.client import AutotaskClient, query_all, query_body
 from integrations.base.errors import InvalidError, NotFoundError
-from integrations.base.ticketing import TicketDraft, TicketingAdapter, TicketRef
+from integrations.base.ticketing import TicketChange, TicketDraft, TicketingAdapter, TicketRef
 
 TITLE_LIMIT = 255
 DESCRIPTION_LIMIT = 8000
@@ -138,6 +138,31 @@ class AutotaskTicketing(TicketingAdapter):
         if record is None:
             raise NotFoundError(f"Autotask ticket {ticket_id} does not exist (or the API user cannot see it).")
         return self._ref(record)
+
+    # --- two-way sync ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _change(record: dict) -> TicketChange:
+        return TicketChange(ticket_id=parse.text_id(parse.field(record, "id")),
+                            status_id=parse.text_id(parse.field(record, "status")),
+                            changed_at_iso=str(parse.field(record, "lastActivityDate") or ""))
+
+    def read_change(self, ticket_id: str) -> TicketChange:
+        record = self.client.item("Tickets", _int(ticket_id))
+        if record is None:
+            raise NotFoundError(f"Autotask ticket {ticket_id} does not exist (or the API user cannot see it).")
+        return self._change(record)
+
+    def changes_since(self, since_iso: str, reference_prefix: str) -> Iterator[TicketChange]:
+        """Tickets whose lastActivityDate is after `since_iso` and whose externalID starts with
+        `reference_prefix` (the hub's own), page by page (nextPageUrl, 500 a page)."""
+        body = query_body(
+            [{"op": "gt", "field": "lastActivityDate", "value": since_iso},
+             {"op": "beginsWith", "field": "externalID", "value": reference_prefix}],
+            include_fields=["id", "status", "lastActivityDate", "externalID"],
+        )
+        for record in query_all(self.client, "Tickets", body):
+            yield self._change(record)
 
     def update(self, ticket_id: str, *, status_id: str = "", priority_id: str = "") -> TicketRef:
         record = self.client.item("Tickets", _int(ticket_id))

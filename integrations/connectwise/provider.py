@@ -257,6 +257,28 @@ class ConnectWiseProvider(Provider):
 
     # --- capabilities ---------------------------------------------------------------------------
 
+    # --- callbacks (two-way sync) ---------------------------------------------------------------
+
+    def ensure_callback(self, url: str, *, board_id: str, url_prefix: str, description: str = "PSA hub: ticket updates") -> str:
+        """Register a ticket callback for one board, replacing the hub's earlier ones (those
+        whose url starts with `url_prefix`: a new token, or another board). Returns its id."""
+        client = self.client()
+        for entry in list(client.callbacks()):
+            if str(entry.get("url") or "").startswith(url_prefix):
+                self.remove_callback(str(entry.get("id")))
+        created = client.create_callback({
+            "description": description[:100], "url": url, "objectId": int(_number(board_id, "board_id")),
+            "type": "ticket", "level": "board", "inactiveFlag": False,
+        })
+        return str(created.get("id") or "")
+
+    def remove_callback(self, callback_id: str) -> None:
+        """Delete one callback; one already gone is fine."""
+        try:
+            self.client().delete_callback(callback_id)
+        except NotFoundError:
+            pass
+
     def ticketing(self) -> ConnectWiseTicketing:
         return ConnectWiseTicketing(self.client(), ticket_url=self.ticket_url)
 

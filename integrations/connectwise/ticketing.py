@@ -7,10 +7,10 @@ whose answer was lost is found again instead of being sent twice.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from integrations.base.errors import InvalidError
-from integrations.base.ticketing import TicketDraft, TicketingAdapter, TicketRef
+from integrations.base.ticketing import TicketChange, TicketDraft, TicketingAdapter, TicketRef
 from integrations.connectwise import parse
 from integrations.connectwise.client import ConnectWiseClient
 
@@ -22,6 +22,7 @@ NO_DEFAULT_TEAM_MESSAGE = (
 # The hub writes its own references; anything else must not reach a condition string.
 _REFERENCE = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")
 TICKET_FIELDS = "id,summary,board,company,status,priority,closedFlag,externalXRef"
+CHANGE_FIELDS = "id,status,board,_info"
 
 
 class ConnectWiseTicketing(TicketingAdapter):
@@ -77,6 +78,24 @@ class ConnectWiseTicketing(TicketingAdapter):
 
     def get(self, ticket_id: str) -> TicketRef:
         return self._ref(self.client.ticket(ticket_id, fields=TICKET_FIELDS))
+
+    # --- two-way sync ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _change(record: dict) -> TicketChange:
+        info = record.get("_info") if isinstance(record.get("_info"), dict) else {}
+        return TicketChange(ticket_id=parse.text_id(record.get("id")), status_id=parse.ref_id(record, "status"),
+                            changed_at_iso=str(info.get("lastUpdated") or ""))
+
+    def read_change(self, ticket_id: str) -> TicketChange:
+        """The ticket's status and last update, read from ConnectWise (a callback is only a hint)."""
+        return self._change(self.client.ticket(ticket_id, fields=CHANGE_FIELDS))
+
+    def changes_since(self, since_iso: str, board_id: str) -> Iterator[TicketChange]:
+        """Tickets of the board updated after `since_iso` (polling fallback), oldest id first."""
+        conditions = parse.all_of(f"board/id={int(board_id)}", f"lastUpdated>[{since_iso}]")
+        for record in self.client.tickets(conditions=conditions, fields=CHANGE_FIELDS, order_by="id asc"):
+            yield self._change(record)
 
     def update(self, ticket_id: str, *, status_id: str = "", priority_id: str = "") -> TicketRef:
         current = self.client.ticket(ticket_id, fields=TICKET_FIELDS)

@@ -12,10 +12,10 @@ the details, so a person reading the ticket sees where it came from.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from integrations.base.errors import InvalidError
-from integrations.base.ticketing import TicketDraft, TicketingAdapter, TicketRef
+from integrations.base.ticketing import TicketChange, TicketDraft, TicketingAdapter, TicketRef
 from integrations.halo import parse
 from integrations.halo.client import HaloClient
 
@@ -133,6 +133,26 @@ class HaloTicketing(TicketingAdapter):
     def note_exists(self, ticket_id: str, marker: str) -> bool:
         actions = self.client.list_actions(_int(ticket_id, "ticket_id"))
         return any(marker in (parse.text(action.get("note")) + parse.text(action.get("note_html"))) for action in actions)
+
+    # --- two-way sync ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _change(row: dict) -> TicketChange:
+        # Halo's last_update is UTC without an offset (fact sheet section 7).
+        changed = parse.text(row.get("last_update") or row.get("lastactiondate") or "")
+        return TicketChange(ticket_id=parse.text(row.get("id")), status_id=parse.text(row.get("status_id")),
+                            changed_at_iso=changed)
+
+    def read_change(self, ticket_id: str) -> TicketChange:
+        """The ticket's status and last update, read from Halo (a webhook is only a hint)."""
+        return self._change(self.client.get_ticket(_int(ticket_id, "ticket_id")))
+
+    def changes_of(self, ticket_ids: Iterable[str], chunk: int = 100) -> Iterator[TicketChange]:
+        """Status and last update of these tickets (polling fallback), `chunk` ids per list call."""
+        ids = [str(_int(t, "ticket_id")) for t in ticket_ids]
+        for start in range(0, len(ids), chunk):
+            for row in self.client.list_tickets(ticketids=",".join(ids[start:start + chunk])):
+                yield self._change(row)
 
     # --- helpers ---------------------------------------------------------------------------------
 

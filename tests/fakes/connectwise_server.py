@@ -245,6 +245,8 @@ class Conditions:
 
 
 def lookup(record: dict, path: str):
+    if path == "lastUpdated" and "lastUpdated" not in record and isinstance(record.get("_info"), dict):
+        path = "_info/lastUpdated"  # ConnectWise's conditions name _info.lastUpdated so
     value = record
     for part in path.split("/"):
         if not isinstance(value, dict):

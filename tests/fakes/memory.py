@@ -43,7 +43,7 @@ from integrations.base.provider import (
     Provider,
     VerifyResult,
 )
-from integrations.base.ticketing import TicketDraft, TicketingAdapter, TicketRef
+from integrations.base.ticketing import TicketChange, TicketDraft, TicketingAdapter, TicketRef
 
 MODES = ("ok", "auth_failed", "permission_missing", "unavailable", "rate_limited", "crash")
 PAGE_SIZE = 2  # companies per "page", so a handful of companies makes several requests
@@ -326,6 +326,12 @@ class MemoryTicketing(TicketingAdapter):
         self.provider._call("get", f"tickets/{ticket_id}", ticket_id)
         return self._ref(self._ticket(ticket_id))
 
+    def read_change(self, ticket_id: str) -> TicketChange:
+        """Two-way sync: the ticket's status and last change ("changed_at", set by tests)."""
+        self.provider._call("read_change", f"tickets/{ticket_id}", ticket_id)
+        ticket = self._ticket(ticket_id)
+        return TicketChange(ticket_id=ticket_id, status_id=ticket["status_id"], changed_at_iso=ticket.get("changed_at", ""))
+
     def update(self, ticket_id: str, *, status_id: str = "", priority_id: str = "") -> TicketRef:
         self._write("update", f"tickets/{ticket_id}", ticket_id, status_id, priority_id)
         ticket = self._ticket(ticket_id)
@@ -511,3 +517,77 @@ class MemoryBilling(BillingAdapter):
         line_id = billing_book.set(*key, quantity)
         billing_book.writes.append((key, before, quantity))
         return BillingLine(line_id, quantity, f"Agreement {target.agreement_id} / Line {line_id}")
+
+
+# --- cached billing picklists -------------------------------------------------------------------------
+# The billing page's lists as each PSA's refresh stores them (integrations/<vendor>/provider.py:
+# ConnectWise catalog_items and agreements per company; Autotask services, contracts per company
+# and contract_services per contract with extra["service_id"]; Halo items and licences per client).
+# Ids follow the HTTP fakes' seeds, so a page test and a browser test read alike.
+
+def billing_item(id_: str, name: str, parent_id: str = "", active: bool = True, **extra) -> dict:
+    """One cached billing picklist item (extra may hold item_id, which ticketing_item cannot take)."""
+    return {"id": id_, "name": name, "parent_id": parent_id, "active": active, "extra": extra}
+
+
+_i = billing_item
+BILLING_LISTS: dict[str, dict[tuple[str, str], list[dict]]] = {
+    "connectwise": {
+        ("catalog_items", ""): [
+            _i("701", "MDR-SEAT: M365 AI Powered MDR (per user)", identifier="MDR-SEAT"),
+            _i("702", "BACKUP-GB: Managed Backup (per GB)", identifier="BACKUP-GB"),
+        ],
+        ("agreements", "250"): [
+            _i("3001", "Managed Security", "250", type="Managed Services", status="Active"),
+            _i("3002", "Backup Services", "250", type="Managed Services", status="Active"),
+        ],
+        ("agreements", "254"): [
+            _i("3004", "MSA Primary", "254", type="Managed Services", status="Active"),
+            _i("3005", "MSA Legacy", "254", type="Managed Services", status="Active"),
+        ],
+        ("agreements", "257"): [],
+    },
+    "autotask": {
+        ("services", ""): [
+            _i("1", "Managed Security — per user", unit_price=4.5, period_type=1),
+            _i("3", "Backup — per device", unit_price=7.0, period_type=1),
+        ],
+        ("contracts", "1"): [
+            _i("100", "Acme Managed Services", "1", status=1, start_date="2024-01-01", end_date="2099-12-31",
+               contract_number="K100"),
+            _i("105", "Acme Email Security", "1", status=1, start_date="2024-06-01", end_date="2099-12-31",
+               contract_number="K105"),
+        ],
+        ("contracts", "2"): [
+            _i("101", "Globex Go-Live Contract", "2", status=1, start_date="2099-01-01", end_date="2099-12-31",
+               contract_number="K101"),
+        ],
+        ("contracts", "3"): [
+            _i("102", "Initech 2023 Contract", "3", status=1, start_date="2023-01-01", end_date="2023-12-31",
+               contract_number="K102"),
+        ],
+        ("contract_services", "100"): [
+            _i("5001", "Managed Security — per user", "100", service_id="1", unit_price=4.5,
+               invoice_description="Managed Security — per user"),
+            _i("5002", "Backup — per device", "100", service_id="3", unit_price=7.0, invoice_description=""),
+        ],
+        ("contract_services", "105"): [],
+    },
+    "halo": {
+        ("items", ""): [
+            _i("1", "Email Security (per user)", recurring=True, internal_reference="SEC-USER"),
+            _i("2", "Domain Protection (per domain)", recurring=True, internal_reference="SEC-DOM"),
+        ],
+        ("licences", "1"): [
+            _i("1", "Email Security", "1", count=10, item_id="1", site_id="-1", type=0),
+            _i("4", "Domain Protection", "1", count=2, item_id="2", site_id="-1", type=0),
+        ],
+        ("licences", "3"): [],
+    },
+}
+del _i
+
+
+def cache_billing_lists(connection, lists: dict | None = None, *, skip=()) -> None:
+    """Store the vendor's billing lists (or `lists`) as freshly fetched Picklist rows, except `skip`."""
+    cache_ticketing_lists(connection, lists if lists is not None else BILLING_LISTS[connection.vendor], skip=skip)

@@ -1,0 +1,96 @@
+"""Two-way sync by polling: Autotask (tickets changed since the last poll, by lastActivityDate),
+and Halo / ConnectWise where their webhook or callback could not be registered.
+
+A beat task (`ticketing.poll_status_due`, every minute) queues one `ticketing.poll_status` per
+due StatusSync; each poll is a handful of requests on the PSA's rate limiter (the shared
+limiter of integrations.limits), well inside Autotask's 10,000 requests an hour:
+- Autotask: Tickets/query `lastActivityDate gt <watermark - overlap>` and `externalID beginsWith
+  "hub-<account>-"` (the hub's own tickets), 500 a page, following nextPageUrl.
+- ConnectWise: service/tickets `board/id = <board> and lastUpdated > [<watermark - overlap>]`.
+- Halo: GET Tickets?ticketids=<the hub's open or recently closed tickets>, 100 ids a call, and
+  those whose last_update is past the watermark.
+The watermark moves to the newest change seen, never back, so a later poll asks for less.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from django.db.models import Q
+from django.utils import timezone
+
+from integrations import services as integration_services
+from integrations.base.errors import PsaError
+from integrations.models import Connection, IntegrationLog
+from ticketing import inbound
+from ticketing.models import StatusSync, Ticket, TicketingConfig
+from ticketing.status_sync import POLL_OVERLAP, poll_minutes
+
+# Halo polls tickets by id: those open, or closed within this long (they may be reopened).
+HALO_RECENT = timezone.timedelta(days=14)
+
+
+def due_syncs():
+    now = timezone.now()
+    for sync in StatusSync.objects.filter(mode=StatusSync.Mode.POLL, removing=False):
+        if sync.last_polled_at is None or now - sync.last_polled_at >= timezone.timedelta(minutes=poll_minutes(sync.vendor)) - timezone.timedelta(seconds=5):
+            yield sync
+
+
+def _iso(value) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def poll(sync_id: int, correlation_id: str) -> int:
+    """One poll of one connection; returns the number of changes applied or skipped."""
+    sync = StatusSync.objects.filter(pk=sync_id, mode=StatusSync.Mode.POLL, removing=False).select_related("account").first()
+    if sync is None:
+        return 0
+    connection = Connection.objects.filter(pk=sync.connection_id).first()
+    if connection is None or connection.status != Connection.Status.CONNECTED or connection.paused:
+        return 0
+    account = sync.account
+    started = timezone.now()
+    since = (sync.poll_watermark or started - POLL_OVERLAP) - POLL_OVERLAP
+    known = Ticket.objects.for_account(account).filter(vendor=connection.vendor)
+    if not known.exists():
+        StatusSync.objects.filter(pk=sync.pk).update(last_polled_at=started)
+        return 0
+    provider = integration_services.build_provider(connection, action="ticket.poll", correlation_id=correlation_id)
+    adapter = provider.ticketing()
+    try:
+        if connection.vendor == "autotask":
+            changes = list(adapter.changes_since(_iso(since), f"hub-{account.pk}-"))
+        elif connection.vendor == "connectwise":
+            config = TicketingConfig.objects.for_account(account).first()
+            boards = set(known.exclude(board_id="").values_list("board_id", flat=True)) | ({config.board_id} if config and config.board_id else set())
+            changes = [c for board in sorted(boards) for c in adapter.changes_since(_iso(since), board)]
+        else:
+            recent = known.filter(Q(closed_at__isnull=True) | Q(closed_at__gte=started - HALO_RECENT))
+            changes = [c for c in adapter.changes_of(list(recent.values_list("ticket_id", flat=True)))
+                       if (inbound.parse_psa_time(c.changed_at_iso) or started) > since]
+    except PsaError as exc:
+        if not exc.permanent:
+            raise
+        integration_services.log_action(account, "ticket.poll", f"Could not poll ticket changes: {exc.message}",
+                                        outcome=IntegrationLog.Outcome.ERROR, connection=connection,
+                                        correlation_id=correlation_id)
+        StatusSync.objects.filter(pk=sync.pk).update(last_polled_at=started, last_error=exc.message)
+        return 0
+    known_ids = set(known.filter(ticket_id__in=[c.ticket_id for c in changes]).values_list("ticket_id", flat=True))
+    newest = sync.poll_watermark
+    applied = 0
+    for change in changes:
+        changed_at = inbound.parse_psa_time(change.changed_at_iso)
+        if changed_at is not None and (newest is None or changed_at > newest):
+            newest = changed_at
+        if change.ticket_id not in known_ids:
+            continue  # another ticket on the board: not the hub's, and not worth a log row each poll
+        inbound.apply_ticket_status(account, connection.vendor, change.ticket_id, change.status_id, changed_at,
+                                    f"{connection.get_vendor_display()} poll", correlation_id=correlation_id)
+        applied += 1
+    StatusSync.objects.filter(pk=sync.pk).update(
+        last_polled_at=started, last_error="", **({"poll_watermark": newest} if newest is not None else {}),
+    )
+    StatusSync.objects.filter(pk=sync.pk, poll_watermark__isnull=True).update(poll_watermark=started)
+    return applied
