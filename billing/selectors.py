@@ -30,6 +30,21 @@ COUNT_LABELS = (
 )
 
 
+# Counts that are part of another one (held lines wait for approval; blocked and retrying
+# lines failed): a summary names them apart and the other without them, so no line counts twice.
+PART_OF = {"held": "awaiting_approval", "blocked": "failed", "retrying": "failed"}
+
+
+def summary_counts(counts: dict | None) -> list[tuple[str, str, int]]:
+    """[(count name, words, n)] of a run's non-zero counts for people, each line counted once:
+    "1 updated, 3 blocked" rather than "1 updated, 3 blocked, 3 failed"."""
+    shown = dict(counts or {})
+    for part, whole in PART_OF.items():
+        if shown.get(part):
+            shown[whole] = max(0, shown.get(whole, 0) - shown[part])
+    return [(name, label, shown[name]) for name, label in COUNT_LABELS if shown.get(name)]
+
+
 def latest_usage(account: Account, tenant_ids: Iterable[int] | None = None) -> dict[tuple[int, str], Usage]:
     """{(tenant id, product key): the latest Usage} in one query (latest as_of, then newest row)."""
     rows = Usage.objects.for_account(account)

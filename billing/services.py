@@ -935,7 +935,7 @@ def _finish(run: BillingRun, connection: Connection | None, *, stopped: str = ""
         state = BillingRun.State.FAILED
         BillingItem.objects.filter(run=run, retryable=True).update(retryable=False, next_attempt_at=None, updated_at=now)
         counts = selectors.item_counts(run)
-    parts = [f"{counts[name]} {label}" for name, label in selectors.COUNT_LABELS if counts.get(name)]
+    parts = [f"{n} {label}" for _, label, n in selectors.summary_counts(counts)]
     summary = ", ".join(parts) or "nothing to do"
     if not run.apply and not run.reverts_id and awaiting:
         message = f"Preview: {summary}. Approve the plan to write it."

@@ -25,7 +25,7 @@ urlpatterns = [
     path("settings/ticketing/", include("ticketing.urls")),
     path("settings/incidents/", include(incident_urlpatterns)),
     path("hooks/", include(hook_urlpatterns)),
-    path("settings/billing/", views.billing, name="billing"),
+    path("settings/billing/", include("billing.urls")),
     path("settings/logs/", include("integrations.urls_logs")),
     path("settings/tenants/", views.tenant_list, name="tenants"),
     path("settings/tenants/new/", views.tenant_edit, name="tenant_new"),

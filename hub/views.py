@@ -61,11 +61,6 @@ def _section(request, section: str, title: str, next_step: str):
     return render(request, "hub/section.html", {"section": section, "title": title, "next_step": next_step})
 
 
-@role_required()
-def billing(request):
-    return _section(request, "billing", "Billing", "Link a PSA under Integrations first; then map products and agreements here.")
-
-
 # Tenants -----------------------------------------------------------------------------------
 
 
