@@ -17,7 +17,7 @@ from integrations.base.errors import PsaError, RateLimitedError
 BUSY_RETRIES = 25
 
 
-@shared_task(bind=True, name="billing.execute_run", queue="psa", max_retries=BUSY_RETRIES)
+@shared_task(bind=True, name="billing.execute_run", max_retries=BUSY_RETRIES)
 def execute_run(self, run_id: int, retry: bool = False) -> None:
     claim_id = self.request.id or f"direct-{run_id}"
     try:

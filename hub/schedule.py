@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-# PSA calls go to the "psa" queue, everything else to "default" (see each task's decorator).
+# PSA calls go to the "psa" queue, everything else to "default" (CELERY_TASK_ROUTES in hub/settings.py).
 BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "hub.tasks.record_heartbeat", "schedule": timedelta(minutes=1)},
     # Incidents accepted while the broker or worker was down, or whose worker died.

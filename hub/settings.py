@@ -247,6 +247,19 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_RESULT_BACKEND = None  # rows are the record of what happened
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Tasks that call a PSA run on the "psa" queue, so a slow PSA never delays the rest.
+CELERY_TASK_ROUTES = {
+    "integrations.verify_connection": {"queue": "psa"},
+    "integrations.check_permissions": {"queue": "psa"},
+    "integrations.refresh_picklist": {"queue": "psa"},
+    "integrations.import_companies": {"queue": "psa"},
+    "ticketing.deliver_incident": {"queue": "psa"},
+    "ticketing.refresh_ticket_status": {"queue": "psa"},
+    "ticketing.register_status_sync": {"queue": "psa"},
+    "ticketing.remove_status_sync": {"queue": "psa"},
+    "ticketing.poll_status": {"queue": "psa"},
+    "billing.execute_run": {"queue": "psa"},
+}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

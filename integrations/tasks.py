@@ -31,7 +31,7 @@ def _retry_or_give_up(
     raise task.retry(exc=exc, countdown=countdown)
 
 
-@shared_task(bind=True, name="integrations.verify_connection", queue="psa", max_retries=VERIFY_RETRIES)
+@shared_task(bind=True, name="integrations.verify_connection", max_retries=VERIFY_RETRIES)
 def verify_connection(self, connection_id: str, correlation_id: str) -> None:
     try:
         services.verify_connection(connection_id, correlation_id)
@@ -39,7 +39,7 @@ def verify_connection(self, connection_id: str, correlation_id: str) -> None:
         _retry_or_give_up(self, exc, connection_id, "connection.verify", correlation_id)
 
 
-@shared_task(bind=True, name="integrations.check_permissions", queue="psa", max_retries=3)
+@shared_task(bind=True, name="integrations.check_permissions", max_retries=3)
 def check_permissions(self, connection_id: str, correlation_id: str) -> None:
     try:
         services.check_permissions(connection_id, correlation_id)
@@ -47,7 +47,7 @@ def check_permissions(self, connection_id: str, correlation_id: str) -> None:
         _retry_or_give_up(self, exc, connection_id, "connection.permissions", correlation_id)
 
 
-@shared_task(bind=True, name="integrations.refresh_picklist", queue="psa", max_retries=3)
+@shared_task(bind=True, name="integrations.refresh_picklist", max_retries=3)
 def refresh_picklist(self, connection_id: str, kind: str, parent_id: str, correlation_id: str) -> None:
     try:
         services.refresh_picklist(connection_id, kind, parent_id, correlation_id)
@@ -56,7 +56,7 @@ def refresh_picklist(self, connection_id: str, kind: str, parent_id: str, correl
                           prefix=f"Could not refresh {kind}: ", picklist=(kind, parent_id))
 
 
-@shared_task(bind=True, name="integrations.import_companies", queue="psa", max_retries=3)
+@shared_task(bind=True, name="integrations.import_companies", max_retries=3)
 def import_companies(self, connection_id: str, correlation_id: str) -> None:
     try:
         services.import_companies(connection_id, correlation_id)

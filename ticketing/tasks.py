@@ -20,7 +20,7 @@ def retry_countdown(retries: int, exc: PsaError) -> float:
     return min(BACKOFF_CAP, BACKOFF_BASE * 2**retries)
 
 
-@shared_task(bind=True, name="ticketing.deliver_incident", queue="psa", max_retries=DELIVERY_RETRIES)
+@shared_task(bind=True, name="ticketing.deliver_incident", max_retries=DELIVERY_RETRIES)
 def deliver_incident(self, incident_id: int, correlation_id: str) -> None:
     # The task id is the claim: a retry or a redelivery after a lost worker keeps it.
     claim_id = self.request.id or f"direct-{incident_id}"
@@ -46,7 +46,7 @@ HOST_BACKOFF_BASE = 30
 HOST_BACKOFF_CAP = 3600
 
 
-@shared_task(bind=True, name="ticketing.refresh_ticket_status", queue="psa", max_retries=SYNC_RETRIES)
+@shared_task(bind=True, name="ticketing.refresh_ticket_status", max_retries=SYNC_RETRIES)
 def refresh_ticket_status(self, connection_id: str, ticket_id: str, receipt_id: int | None, correlation_id: str,
                           source_detail: str = "webhook") -> None:
     from ticketing import inbound
@@ -59,7 +59,7 @@ def refresh_ticket_status(self, connection_id: str, ticket_id: str, receipt_id: 
         raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries, exc))
 
 
-@shared_task(bind=True, name="ticketing.register_status_sync", queue="psa", max_retries=SYNC_RETRIES)
+@shared_task(bind=True, name="ticketing.register_status_sync", max_retries=SYNC_RETRIES)
 def register_status_sync(self, connection_id: str, correlation_id: str) -> None:
     from ticketing import status_sync
 
@@ -71,7 +71,7 @@ def register_status_sync(self, connection_id: str, correlation_id: str) -> None:
         raise self.retry(exc=exc, countdown=retry_countdown(self.request.retries, exc))
 
 
-@shared_task(bind=True, name="ticketing.remove_status_sync", queue="psa", max_retries=SYNC_RETRIES)
+@shared_task(bind=True, name="ticketing.remove_status_sync", max_retries=SYNC_RETRIES)
 def remove_status_sync(self, sync_id: int, correlation_id: str) -> None:
     from ticketing import status_sync
 
@@ -95,7 +95,7 @@ def poll_status_due() -> int:
     return count
 
 
-@shared_task(bind=True, name="ticketing.poll_status", queue="psa", max_retries=3)
+@shared_task(bind=True, name="ticketing.poll_status", max_retries=3)
 def poll_status(self, sync_id: int, correlation_id: str) -> None:
     from ticketing import polling
 

@@ -117,3 +117,17 @@ def test_junk_debug_value_is_a_clear_error(tmp_path):
     assert result.returncode != 0
     assert "DEBUG must be true or false" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_every_routed_and_scheduled_task_exists():
+    """A typo in a task name would silently send work nowhere."""
+    from django.conf import settings
+
+    from hub.celery import app
+    from hub.schedule import BEAT_SCHEDULE
+
+    app.loader.import_default_modules()
+    names = set(settings.CELERY_TASK_ROUTES) | {entry["task"] for entry in BEAT_SCHEDULE.values()}
+    assert names - set(app.tasks) == set()
+    assert app.amqp.router.route({}, "ticketing.deliver_incident")["queue"].name == "psa"
+    assert app.amqp.router.route({}, "ticketing.sweep")["queue"].name == "default"
