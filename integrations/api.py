@@ -83,7 +83,8 @@ class ConnectionView(APIView):
         config, secrets = form.config_and_secrets()
         refused = services.refused_hosts(config)
         if refused:
-            raise exceptions.ValidationError({f"credentials.{name}": [message] for name, message in refused.items()})
+            first_field_per_message = {message: name for name, message in reversed(refused.items())}
+            raise exceptions.ValidationError({f"credentials.{name}": [message] for message, name in first_field_per_message.items()})
         try:
             connection = services.save_connection(request.account, vendor, config, secrets)
         except services.LinkRefused as exc:

@@ -280,16 +280,31 @@ def _last_verification(connection: Connection) -> Connection:
      ("halo", "resource_server", "https://10.1.2.3"), ("connectwise", "site", "https://localhost:{port}")],
 )  # fmt: skip
 def test_a_private_host_is_refused_without_the_setting(vendor, field, host_url, db, personas, psas, api, settings):
+    """Typed as an address or a local name, the host is refused before anything is saved."""
     settings.PSA_ALLOW_PRIVATE_HOSTS = False
-    port = getattr(psas, vendor).port
-    connection = _link_in_process(psas, api, vendor, **{field: host_url.format(port=port)})
+    values = {**psas.link_values(vendor), field: host_url.format(port=getattr(psas, vendor).port)}
+
+    response = api.put("connection", {"vendor": vendor, "credentials": values})
+
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert f"credentials.{field}" in error["fields"]
+    assert "The hub only connects to PSAs on public internet addresses" in error["message"] or "local network name" in error["message"]
+    assert not Connection.objects.exists()
+    assert not psas.requests_seen(vendor), "nothing was sent to the private host"
+
+
+def test_a_stored_private_host_is_refused_when_the_hub_connects(db, personas, psas, api, settings):
+    """Linked while the setting was on, then turned off: the guard at connect time still holds."""
+    connection = _link_in_process(psas, api, "halo")
+    settings.PSA_ALLOW_PRIVATE_HOSTS = False
 
     connection = _last_verification(connection)
 
     assert connection.status == "failed"
-    assert "a private or local network address" in connection.last_error
-    assert "The hub only connects to PSAs on public internet addresses" in connection.last_error
-    assert not psas.requests_seen(vendor), "nothing was sent to the private host"
+    # The fake speaks plain http on loopback: refused for the scheme before the address is looked at.
+    assert connection.last_error == "127.0.0.1 must be reached over https."
+    assert not psas.requests_seen("halo"), "nothing was sent to the private host"
 
 
 def test_an_unknown_host_name_says_to_check_the_url(db, personas, psas, api, settings):
