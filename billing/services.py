@@ -506,8 +506,8 @@ def _set_run(run: BillingRun, **fields) -> None:
         setattr(run, name, value)
 
 
-def _progress(run: BillingRun) -> None:
-    BillingRun.objects.filter(pk=run.pk).update(processed_items=F("processed_items") + 1, updated_at=timezone.now())
+def _progress(run: BillingRun, count: int = 1) -> None:
+    BillingRun.objects.filter(pk=run.pk).update(processed_items=F("processed_items") + count, updated_at=timezone.now())
 
 
 def _log(run, connection, message, outcome=IntegrationLog.Outcome.OK, *, tenant=None, action="billing.run") -> None:
@@ -859,11 +859,22 @@ def _apply(run: BillingRun, settings_row: BillingSettings, connection: Connectio
     try:
         # A fresh adapter: what the plan read may be out of date; each line is read again below.
         adapter = _adapter(run, connection, "billing.apply", [BillingTarget(**i.mapping_snapshot["target"]) for i in items])
-        for index, item in enumerate(items):
-            if index and index % RENEW_EVERY == 0:
-                _renew(settings_row, claim_id)
-            _apply_one(run, item, adapter, settings_row, connection)
-            _progress(run)
+        batch = max(1, int(getattr(adapter, "write_batch", 1) or 1))
+        if batch == 1:
+            for index, item in enumerate(items):
+                if index and index % RENEW_EVERY == 0:
+                    _renew(settings_row, claim_id)
+                _apply_one(run, item, adapter, settings_row, connection)
+                _progress(run)
+        else:
+            # The PSA takes many lines per write request (Halo): read each line again, then write
+            # the ones that differ together; each line's outcome is still recorded on its own.
+            for start in range(0, len(items), batch):
+                if start:
+                    _renew(settings_row, claim_id)
+                chunk = items[start : start + batch]
+                _apply_many(run, chunk, adapter, settings_row, connection)
+                _progress(run, len(chunk))
     except (_RunAborted, AuthFailedError) as exc:
         _stop_items(items, exc.message)
         integration_services.record_failure(connection.pk, "billing.run", exc.message, run.correlation_id, error_kind="auth_failed")
@@ -872,35 +883,76 @@ def _apply(run: BillingRun, settings_row: BillingSettings, connection: Connectio
 
 
 def _apply_one(run: BillingRun, item: BillingItem, adapter: BillingAdapter, settings_row, connection) -> None:
+    prepared = _prepare_write(run, item, adapter, settings_row, connection)
+    if prepared is None:
+        return
+    target, fresh = prepared
+    try:
+        written = adapter.write_quantity(target, fresh, item.new_quantity)
+    except Exception as exc:
+        _item_error(run, item, exc, connection, reading=False)
+        return
+    _record_write(run, item, fresh, written, connection)
+
+
+def _apply_many(run: BillingRun, items: list[BillingItem], adapter: BillingAdapter, settings_row, connection) -> None:
+    """_apply_one for several lines, written with one adapter.write_quantities call. Every
+    line's outcome is recorded before a refusal of the credentials stops the run."""
+    writes: list[tuple[BillingItem, BillingTarget, BillingLine]] = []
+    for item in items:
+        prepared = _prepare_write(run, item, adapter, settings_row, connection)
+        if prepared is not None:
+            writes.append((item, *prepared))
+    if not writes:
+        return
+    try:
+        results = adapter.write_quantities([(target, fresh, item.new_quantity) for item, target, fresh in writes])
+    except Exception as exc:  # the adapter could not even say which line went how
+        results = [exc] * len(writes)
+    aborted: _RunAborted | None = None
+    for (item, _target, fresh), result in zip(writes, results, strict=True):
+        try:
+            if isinstance(result, Exception):
+                _item_error(run, item, result, connection, reading=False)
+            else:
+                _record_write(run, item, fresh, result, connection)
+        except _RunAborted as exc:
+            aborted = aborted or exc
+    if aborted is not None:
+        raise aborted
+
+
+def _prepare_write(run: BillingRun, item: BillingItem, adapter: BillingAdapter, settings_row, connection):
+    """Read the line again right before writing; (target, line read) when it must be written,
+    None when the item is settled (already equal, held by the guardrails, or failed)."""
     target = BillingTarget(**item.mapping_snapshot["target"])
     try:
         fresh = adapter.read_line(target)  # right before writing: write only what differs
     except Exception as exc:
         _item_error(run, item, exc, connection, reading=False)
-        return
+        return None
     item.line_id, item.line_label = fresh.line_id or item.line_id, (fresh.label or item.line_label)[:500]
     if fresh.quantity == item.new_quantity:
         item.state, item.before_quantity, item.after_quantity = BillingItem.State.APPLIED, fresh.quantity, fresh.quantity
         item.applied_at, item.writing_at, item.error, item.retryable = timezone.now(), None, "", False
         item.reason = f"Already {fresh.quantity} in the PSA: nothing written."
         item.save()
-        return
+        return None
     if item.approved_by == AUTOMATIC:
         guard = guardrail_reason(fresh.quantity, item.new_quantity, settings_row)
         if guard:  # the PSA changed since the plan: the automatic approval no longer holds
             item.action, item.state, item.current_quantity = BillingItem.Action.HELD, BillingItem.State.PLANNED, fresh.quantity
             item.approved_by, item.approved_at, item.reason = "", None, f"Held for approval: {guard}."
             item.save()
-            return
+            return None
     item.action = BillingItem.Action.CREATE if fresh.line_id is None else BillingItem.Action.UPDATE
     item.state, item.writing_at, item.before_quantity = BillingItem.State.APPLYING, timezone.now(), fresh.quantity
     item.current_quantity = fresh.quantity
     item.save(update_fields=["action", "state", "writing_at", "before_quantity", "current_quantity", "line_id", "line_label", "updated_at"])
-    try:
-        written = adapter.write_quantity(target, fresh, item.new_quantity)
-    except Exception as exc:
-        _item_error(run, item, exc, connection, reading=False)
-        return
+    return target, fresh
+
+
+def _record_write(run: BillingRun, item: BillingItem, fresh: BillingLine, written: BillingLine, connection) -> None:
     now = timezone.now()
     item.state, item.after_quantity, item.applied_at, item.writing_at = BillingItem.State.APPLIED, written.quantity, now, None
     item.line_id, item.line_label = written.line_id or item.line_id, (written.label or item.line_label)[:500]

@@ -39,6 +39,10 @@ class BillingLine:
 
 
 class BillingAdapter(ABC):
+    # How many lines the billing service hands to write_quantities at once; 1: one write_quantity
+    # per line. A PSA that takes many lines in one write request (Halo) says how many.
+    write_batch: int = 1
+
     def prefetch(self, targets: Iterable[BillingTarget]) -> None:
         """Optional: before a run reads many targets, load what they share in a few requests
         (ConnectWise lists many companies' agreements at once). read_line works without it."""
@@ -53,3 +57,16 @@ class BillingAdapter(ABC):
     def write_quantity(self, target: BillingTarget, current: BillingLine, quantity: int) -> BillingLine:
         """Make the line's quantity `quantity` (create the line when current.line_id is None).
         Called only when it differs from current.quantity."""
+
+    def write_quantities(self, writes: list[tuple[BillingTarget, BillingLine, int]]) -> list[BillingLine | Exception]:
+        """write_quantity for several lines (target, current line, quantity): one result per
+        line in the same order, the line as written or the error that line met (raised errors
+        are handed back, so one line's failure never hides another's write). Called with at
+        most `write_batch` lines; by default they are written one by one."""
+        results: list[BillingLine | Exception] = []
+        for target, current, quantity in writes:
+            try:
+                results.append(self.write_quantity(target, current, quantity))
+            except Exception as exc:  # handed back for that line
+                results.append(exc)
+        return results

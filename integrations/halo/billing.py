@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from integrations.base.billing import BillingAdapter, BillingLine, BillingTarget
-from integrations.base.errors import BlockedError, InvalidError, NotFoundError
+from integrations.base.errors import AuthFailedError, BlockedError, InvalidError, NotFoundError, PsaError
 from integrations.halo import parse
 from integrations.halo.client import HaloClient
 
@@ -19,9 +19,14 @@ from integrations.halo.client import HaloClient
 # `licence_type` (or the target's extra["licence_type"]) overrides this guess.
 DEFAULT_LICENCE_TYPE = 0
 CUSTOMER_LEVEL_SITE = -1  # a licence for the whole customer, not one site (S14)
+# Licence counts changed per POST: Halo takes an array of records in every write (fact sheet
+# section 5), and one request per licence would spend the connection's budget on billing alone.
+WRITE_BATCH = 100
 
 
 class HaloBilling(BillingAdapter):
+    write_batch = WRITE_BATCH
+
     def __init__(self, client: HaloClient, *, licence_type: int | None = None):
         self.client = client
         self.licence_type = DEFAULT_LICENCE_TYPE if licence_type is None else licence_type
@@ -132,6 +137,52 @@ class HaloBilling(BillingAdapter):
             return self.read_line(target)
         self._remember({**licence, **saved})
         return BillingLine(parse.text(saved["id"]), _count(saved, quantity), parse.licence_label({**licence, **saved}))
+
+    def write_quantities(self, writes: list[tuple[BillingTarget, BillingLine, int]]) -> list[BillingLine | Exception]:
+        """Counts of existing licences in one POST of up to WRITE_BATCH records (an absolute
+        count, so a retry is harmless); new licences one by one (their ids come back only from
+        a one-element POST, fact sheet section 5). The answer to a many-element POST is not
+        documented, so a count Halo does not echo back is taken as sent. When Halo refuses the
+        whole POST for good (a licence deleted meanwhile...), each licence is written on its own
+        so that only the one concerned fails; a transient failure or refused credentials
+        concern them all."""
+        results: list[BillingLine | Exception | None] = [None] * len(writes)
+        updates: list[int] = []
+        for index, (target, current, quantity) in enumerate(writes):
+            if current.line_id and quantity >= 0 and parse.as_int(current.line_id) is not None:
+                updates.append(index)
+            else:
+                results[index] = self._write_one(target, current, quantity)
+        for start in range(0, len(updates), WRITE_BATCH):
+            chunk = updates[start : start + WRITE_BATCH]
+            body = [{"id": parse.as_int(writes[i][1].line_id), "count": writes[i][2]} for i in chunk]
+            try:
+                answer = self.client.post_licences(body, idempotent=True)
+            except PsaError as error:
+                if error.permanent and not isinstance(error, AuthFailedError) and len(chunk) > 1:
+                    for i in chunk:
+                        results[i] = self._write_one(*writes[i])
+                else:
+                    for i in chunk:
+                        results[i] = error
+                continue
+            rows = answer if isinstance(answer, list) else [answer]
+            saved = {parse.as_int(row.get("id")): row for row in rows if isinstance(row, dict)}
+            for i in chunk:
+                _, current, quantity = writes[i]
+                licence_id = parse.as_int(current.line_id)
+                row = saved.get(licence_id) or {}
+                count = _count(row, quantity)
+                if self._by_id is not None and licence_id in self._by_id:
+                    self._remember({**self._by_id[licence_id], **row, "count": count})
+                results[i] = BillingLine(current.line_id, count, current.label)
+        return results  # type: ignore[return-value] - every slot is filled above
+
+    def _write_one(self, target: BillingTarget, current: BillingLine, quantity: int) -> BillingLine | Exception:
+        try:
+            return self.write_quantity(target, current, quantity)
+        except Exception as exc:  # handed back for that licence
+            return exc
 
     def _item_name(self, item_id: int) -> str:
         if item_id not in self._item_names:
