@@ -1,0 +1,431 @@
+"""Incidents become tickets in each vendor's HTTP fake, through the live web server and a real
+Celery worker process: link, configure ticketing from the fake's own lists, post incidents with
+an API key, and find the tickets on the mapped board/queue with the mapped status, priority and
+company; the ticket follows status changes, notes and repeats. Then exactly once: the worker's
+pool processes are killed (kill -9) in the middle of creates, and every incident still has
+exactly one ticket; and a worker that died with its claims is taken over after the lease.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from django.conf import settings
+from django.utils import timezone
+
+from integrations import services as integration_services
+from integrations.models import Connection, IntegrationLog
+from ticketing import services
+from ticketing.models import Incident, TicketingConfig
+from tests.factories import make_api_key, make_tenant
+
+pytestmark = pytest.mark.integration
+
+POLL = 0.2
+
+
+def wait_for(check, what: str, timeout: float = 45, worker=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            tail = f"\n--- worker log ---\n{worker.log_tail(60)}" if worker else ""
+            pytest.fail(f"{what() if callable(what) else what}: not within {timeout} s{tail}")
+        time.sleep(POLL)
+
+
+# --- each vendor's words, and where its fake keeps tickets ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Vendor:
+    board_kind: str
+    board: str  # the board / queue / ticket type, by name
+    status_parent: bool  # statuses are listed per board
+    statuses: dict  # incident status (and "new") -> the PSA status name
+    priority_parent: bool
+    priorities: dict  # severity -> the PSA priority name
+    company: str  # the PSA company the tenant is mapped to, by name
+
+
+VENDORS = {
+    "connectwise": Vendor(
+        "boards", "Security Alerts", True,
+        {"Open": "New", "Pending": "Investigating", "Snoozed": "Investigating", "Done": "Resolved",
+         "Canceled": "Closed - No Action", "Dismissed": "Closed - No Action"},
+        False,
+        {"Critical": "Priority 1 - Emergency Response", "High": "Priority 2 - Quick Response",
+         "Medium": "Priority 3 - Normal Response", "Low": "Priority 4 - Schedule Maintenance"},
+        "Globex Corporation",
+    ),
+    "autotask": Vendor(
+        "queues", "Monitoring Alert", False,
+        {"new": "New", "Open": "In Progress", "Pending": "Waiting Customer", "Snoozed": "Waiting Customer",
+         "Done": "Complete", "Canceled": "Complete", "Dismissed": "Complete"},
+        False, {"Critical": "Critical", "High": "High", "Medium": "Medium", "Low": "Low"},
+        "Globex Corporation",
+    ),
+    "halo": Vendor(
+        "ticket_types", "Security Alert", True,
+        {"Open": "New", "Pending": "Waiting on User", "Snoozed": "Waiting on User", "Done": "Closed",
+         "Canceled": "Closed", "Dismissed": "Closed"},
+        True,
+        {"Critical": "Critical (Security)", "High": "High (Security)", "Medium": "Medium (Security)",
+         "Low": "Low (Security)"},
+        "Globex Ltd",
+    ),
+}  # fmt: skip
+
+
+@dataclass
+class FakeTicket:
+    id: str
+    board: str
+    status: str
+    priority: str
+    company: str
+    closed: bool
+
+
+# The fakes live for the whole session: tickets of earlier tests are left out by id.
+_EARLIER: dict[str, set[str]] = {}
+
+
+def fake_tickets(psas, vendor: str) -> dict[str, list[FakeTicket]]:
+    """reference -> this test's tickets carrying it in the vendor's fake (two is a duplicate)."""
+    found: dict[str, list[FakeTicket]] = {}
+    if vendor == "connectwise":
+        fake = psas.connectwise
+        with fake.lock:
+            rows = [dict(t) for t in fake.tickets.values()]
+        for t in rows:
+            found.setdefault(t.get("externalXRef") or "", []).append(FakeTicket(
+                str(t["id"]), str(t["board"]["id"]), str(t["status"]["id"]), str(t["priority"]["id"]),
+                str(t["company"]["id"]), bool(t.get("closedFlag")),
+            ))  # fmt: skip
+    elif vendor == "autotask":
+        fake = psas.autotask
+        with fake.lock:
+            rows = [dict(t) for t in fake.tables["Tickets"].values()]
+        for t in rows:
+            found.setdefault(t.get("externalID") or "", []).append(FakeTicket(
+                str(t["id"]), str(t.get("queueID")), str(t["status"]), str(t["priority"]), str(t["companyID"]),
+                t["status"] == 5,
+            ))  # fmt: skip
+    else:
+        fake = psas.halo
+        with fake.lock:
+            rows = [dict(t) for t in fake.tickets.values()]
+        for t in rows:
+            found.setdefault(t.get("supplier_reference") or "", []).append(FakeTicket(
+                str(t["id"]), str(t["tickettype_id"]), str(t["status_id"]), str(t["priority_id"]),
+                str(t["client_id"]), bool(t["hasbeenclosed"]),
+            ))  # fmt: skip
+    found.pop("", None)
+    earlier = _EARLIER.get(vendor, set())
+    found = {ref: [t for t in tickets if t.id not in earlier] for ref, tickets in found.items()}
+    return {ref: tickets for ref, tickets in found.items() if tickets}
+
+
+@pytest.fixture(autouse=True)
+def _only_this_tests_tickets(psas):
+    _EARLIER.clear()
+    for vendor in VENDORS:
+        _EARLIER[vendor] = {t.id for tickets in fake_tickets(psas, vendor).values() for t in tickets}
+
+
+def fake_notes(psas, vendor: str, ticket_id: str) -> list[str]:
+    if vendor == "connectwise":
+        with psas.connectwise.lock:
+            return [n["text"] for n in psas.connectwise.notes(int(ticket_id))]
+    if vendor == "autotask":
+        with psas.autotask.lock:
+            rows = list(psas.autotask.tables["TicketNotes"].values())
+        return [n["description"] for n in rows if str(n["ticketID"]) == ticket_id]
+    with psas.halo.lock:
+        rows = list(psas.halo.actions.values())
+    return [a.get("note") or "" for a in rows if str(a.get("ticket_id")) == ticket_id]
+
+
+# --- the hub, driven over HTTP -------------------------------------------------------------------
+
+
+class Hub:
+    """Account A's host product: the API over the live server with an API key."""
+
+    def __init__(self, base_url: str, key: str, worker):
+        self.base = f"{base_url}/api/v1/"
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {key}"
+        self.worker = worker
+
+    def call(self, method: str, path: str, json=None, expect: int | tuple = 200) -> dict:
+        response = self.session.request(method, self.base + path, json=json, timeout=30)
+        expected = expect if isinstance(expect, tuple) else (expect,)
+        assert response.status_code in expected, f"{method} {path}: {response.status_code} {response.text[:500]}"
+        return response.json() if response.content else {}
+
+    def report(self, **fields) -> dict:
+        return self.call("POST", "incidents/", {"title": "Suspicious sign-in", "severity": "High", **fields}, expect=(200, 201))
+
+    def incident(self, incident_id: int) -> dict:
+        return self.call("GET", f"incidents/{incident_id}/")
+
+    def wait_synced(self, incident_id: int, timeout: float = 45) -> dict:
+        def synced():
+            body = self.incident(incident_id)
+            if body["sync"]["state"] == "failed":
+                pytest.fail(f"incident {incident_id} failed: {body['sync']['error']}\n{self.worker.log_tail(60)}")
+            return body if body["sync"]["state"] == "synced" else None
+
+        row = Incident.objects.filter(pk=incident_id).values("sync_state", "sync_claim", "sync_attempts", "sync_error").first
+        return wait_for(synced, lambda: f"incident {incident_id} synced ({row()})", timeout, self.worker)
+
+
+@pytest.fixture
+def hub(live_server, personas, worker_process):
+    _, key = make_api_key(personas.account_a)
+    hub = Hub(live_server.url, key, worker_process)
+    yield hub
+    # A kept-alive connection keeps a live-server thread, and its database session, open.
+    hub.session.close()
+
+
+def names_to_ids(connection: Connection, kind: str, parent: str = "") -> dict[str, str]:
+    """The PSA list as the hub caches it (fetched through the hub's own service, in this process)."""
+    entry = integration_services.refresh_picklist(str(connection.pk), kind, parent, "test")
+    assert entry is not None and not entry.error, entry and entry.error
+    return {item["name"]: item["id"] for item in entry.items}
+
+
+def link_and_configure(vendor: str, hub: Hub, psas, account) -> tuple[Connection, TicketingConfig, dict]:
+    """Link through the API (the worker verifies), then the ticketing settings from the fake's
+    lists, and a tenant mapped to the fake's company. Returns (connection, config, expected ids)."""
+    hub.call("PUT", "connection", {"vendor": vendor, "credentials": psas.link_values(vendor)}, expect=202)
+    wait_for(lambda: hub.call("GET", "connection")["status"] == "connected", f"{vendor} connected", worker=hub.worker)
+    connection = Connection.objects.get(account=account)
+    words = VENDORS[vendor]
+    board_id = names_to_ids(connection, words.board_kind)[words.board]
+    statuses = names_to_ids(connection, "statuses", board_id if words.status_parent else "")
+    priorities = names_to_ids(connection, "priorities", board_id if words.priority_parent else "")
+    config = TicketingConfig.objects.create(
+        account=account, vendor=vendor, board_id=board_id, board_name=words.board,
+        status_map={status: statuses[name] for status, name in words.statuses.items()},
+        priority_map={severity: priorities[name] for severity, name in words.priorities.items()},
+    )  # fmt: skip
+    provider = integration_services.build_provider(connection, action="test.companies", correlation_id="test")
+    [company] = [c for c in provider.companies(words.company.split()[0]) if c.name == words.company]
+    tenant = make_tenant(account, name="Globex", external_id=f"globex-{vendor}")
+    integration_services.map_tenant(account, tenant, company.id, company.name)
+    return connection, config, {"board": board_id, "company": company.id}
+
+
+# --- the flow, for each vendor -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("vendor", list(VENDORS))
+def test_incidents_become_tickets_that_follow_the_incident(vendor, hub, psas, personas, transactional_db):
+    account = personas.account_a
+    connection, config, expected = link_and_configure(vendor, hub, psas, account)
+    tenant = f"globex-{vendor}"
+
+    posted = [hub.report(tenant=tenant, title=f"{severity} alert", severity=severity, dedupe_key=f"alert-{severity}",
+                         details="Mailbox rule forwarding to an outside address.")
+              for severity in ("Critical", "High", "Low")]  # fmt: skip
+    assert all(p["sync"]["state"] == "pending" and p["ticket"] is None for p in posted), "the API answers at once"
+
+    for incident in posted:
+        body = hub.wait_synced(incident["id"])
+        reference = f"hub-{account.pk}-{incident['id']}"
+        [ticket] = wait_for(lambda r=reference: fake_tickets(psas, vendor).get(r), f"the ticket {reference}")
+        assert body["ticket"]["id"] == ticket.id
+        first_status = config.status_map.get("new") or config.status_map["Open"]
+        assert (ticket.board, ticket.company, ticket.status) == (expected["board"], expected["company"], first_status)
+        assert ticket.priority == config.priority_map[incident["severity"]]
+    assert sum(len(v) for v in fake_tickets(psas, vendor).values()) == 3
+
+    # The ticket follows the incident's status, then closes through the mapped status.
+    critical = posted[0]
+    ticket_id = hub.incident(critical["id"])["ticket"]["id"]
+    reference = f"hub-{account.pk}-{critical['id']}"
+
+    def ticket_now():
+        return fake_tickets(psas, vendor)[reference][0]
+
+    hub.call("PATCH", f"incidents/{critical['id']}/", {"status": "Pending", "severity": "Medium"})
+    wait_for(lambda: ticket_now().status == config.status_map["Pending"], "the ticket's status follows", worker=hub.worker)
+    assert ticket_now().priority == config.priority_map["Medium"]
+    hub.call("PATCH", f"incidents/{critical['id']}/", {"status": "Done"})
+    wait_for(lambda: ticket_now().closed, "the ticket closes", worker=hub.worker)
+    assert ticket_now().status == config.status_map["Done"]
+    assert hub.wait_synced(critical["id"])["ticket"]["closed"] is True
+
+    # A note, and a repeat of an open incident: notes on its ticket, no new ticket.
+    high = posted[1]
+    high_ticket = hub.incident(high["id"])["ticket"]["id"]
+    hub.call("POST", f"incidents/{high['id']}/notes/", {"text": "Jane confirmed it was not her."}, expect=202)
+    again = hub.report(tenant=tenant, title="High alert", severity="High", dedupe_key="alert-High")
+    assert again["deduplicated"] is True and again["id"] == high["id"] and again["occurrences"] == 2
+
+    def notes():
+        found = [n for n in fake_notes(psas, vendor, high_ticket) if "[hub note " in n]
+        return found if len(found) == 2 else None
+
+    texts = wait_for(notes, "two notes on the ticket", worker=hub.worker)
+    assert any("Jane confirmed it was not her." in n for n in texts)
+    assert any("Seen again at " in n and "count 2" in n for n in texts)
+    # What a retry after a lost answer asks before sending a note again, answered by the PSA.
+    adapter = integration_services.build_provider(connection, action="test.notes", correlation_id="test").ticketing()
+    marker = Incident.objects.get(pk=high["id"]).notes.order_by("id").first().marker
+    assert adapter.note_exists(high_ticket, marker) is True
+    assert adapter.note_exists(high_ticket, "[hub note 987654321]") is False
+    hub.wait_synced(high["id"])
+    assert sum(len(v) for v in fake_tickets(psas, vendor).values()) == 3
+    assert ticket_id and all(len(v) == 1 for v in fake_tickets(psas, vendor).values())
+    assert Incident.objects.filter(account=account).count() == 3
+
+
+def test_a_board_without_default_team_fails_with_the_seed_000_fix_and_retry_works(hub, psas, personas, transactional_db):
+    account = personas.account_a
+    connection, config, _ = link_and_configure("connectwise", hub, psas, account)
+    statuses = names_to_ids(connection, "statuses", "3")  # "No Default Team": New, Done
+    TicketingConfig.objects.filter(pk=config.pk).update(
+        board_id="3", board_name="No Default Team",
+        status_map={"Open": statuses["New"], "Pending": statuses["New"], "Snoozed": statuses["New"],
+                    "Done": statuses["Done"], "Canceled": statuses["Done"], "Dismissed": statuses["Done"]},
+    )  # fmt: skip
+
+    posted = hub.report(tenant="globex-connectwise")
+
+    def failed():
+        body = hub.incident(posted["id"])
+        return body if body["sync"]["state"] == "failed" else None
+
+    body = wait_for(failed, "the incident fails", worker=hub.worker)
+    assert "Service Board has no Default Team" in body["sync"]["error"]
+    assert "Cannot find default team for board specified" in body["sync"]["error"]
+    assert body["sync"]["attempts"] == 1, "a permanent refusal is not retried"
+
+    TicketingConfig.objects.filter(pk=config.pk).update(board_id=config.board_id, board_name=config.board_name,
+                                                        status_map=config.status_map)  # fmt: skip
+    hub.call("POST", f"incidents/{posted['id']}/retry/", expect=202)
+    assert hub.wait_synced(posted["id"])["ticket"]["id"]
+    assert len(fake_tickets(psas, "connectwise")) == 1
+
+
+# --- exactly once ------------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] not in "ZX":
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def create_arrivals(psas):
+    """An event set whenever a ticket create reaches the ConnectWise fake (before its latency)."""
+    fake = psas.connectwise
+    arrived = threading.Event()
+    original = fake.handle
+
+    def handle(method, target, headers, raw, host):
+        if method == "POST" and target.split("?")[0].rstrip("/").endswith("service/tickets"):
+            arrived.set()
+        return original(method, target, headers, raw, host)
+
+    fake.handle = handle
+    yield arrived
+    del fake.handle
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the pool processes through /proc")
+def test_pool_processes_killed_mid_create_leave_exactly_one_ticket_per_incident(
+    hub, psas, personas, transactional_db, worker_process, create_arrivals
+):
+    account = personas.account_a
+    link_and_configure("connectwise", hub, psas, account)
+    psas.connectwise.latency_ms = 1200  # every PSA call is slow: a kill lands in the middle of one
+    killed = 0
+    posted = [hub.report(tenant="globex-connectwise", title=f"Alert {n}", dedupe_key=f"a{n}") for n in range(8)]
+
+    for _ in range(2):  # twice: the replacement processes are killed mid-create as well
+        create_arrivals.clear()
+        assert create_arrivals.wait(30), f"no create reached the fake\n{worker_process.log_tail()}"
+        time.sleep(0.3)  # both pool processes are inside a call now
+        for pid in _children(worker_process.process.pid):
+            os.kill(pid, signal.SIGKILL)
+            killed += 1
+    assert killed >= 2
+
+    # Redis gives the killed processes' messages back at once (late ack, reject on worker lost).
+    # The embedded filesystem broker sometimes cannot: those incidents keep the dead process's
+    # claim until its lease runs out and the sweeper queues them again (simulated: no 10 minutes).
+    def all_synced():
+        return not Incident.objects.filter(account=account).exclude(sync_state=Incident.Sync.SYNCED).exists()
+
+    deadline = time.monotonic() + 60
+    while not all_synced() and time.monotonic() < deadline:
+        time.sleep(POLL)
+    if not all_synced():
+        stuck = Incident.objects.filter(account=account, sync_state=Incident.Sync.SYNCING)
+        assert not settings.REDIS_URL, f"Redis did not redeliver: {list(stuck.values('pk', 'sync_claim'))}"
+        long_ago = timezone.now() - services.CLAIM_LEASE - services.SWEEP_AFTER
+        stuck.update(sync_claimed_at=long_ago, sync_requested_at=long_ago)
+        assert services.sweep() >= 1
+    for incident in posted:
+        hub.wait_synced(incident["id"], timeout=60)
+    tickets = fake_tickets(psas, "connectwise")
+    references = {f"hub-{account.pk}-{p['id']}" for p in posted}
+    assert set(tickets) == references, "a ticket for every incident, and none other"
+    assert [r for r, found in tickets.items() if len(found) > 1] == [], "no duplicates"
+    # The lost creates were found again by their reference, not sent twice.
+    found_again = IntegrationLog.objects.filter(account=account, action="ticket.create", message__startswith="Found ticket")
+    assert found_again.exists(), worker_process.log_tail(80)
+    assert worker_process.process.poll() is None, "the worker itself stays up and replaces its pool processes"
+
+
+def test_a_claim_left_by_a_dead_worker_is_taken_over_after_the_lease_without_a_duplicate(
+    hub, psas, personas, transactional_db, worker_process
+):
+    """The whole worker died during a create (its message is not redelivered before the broker's
+    visibility timeout): the sweeper queues the incident once the claim's lease ran out, and the
+    new delivery finds the ticket the dead one made."""
+    account = personas.account_a
+    connection, config, expected = link_and_configure("connectwise", hub, psas, account)
+    posted = hub.report(tenant="globex-connectwise")
+    hub.wait_synced(posted["id"])
+    reference = f"hub-{account.pk}-{posted['id']}"
+    [made] = fake_tickets(psas, "connectwise")[reference]
+
+    # As the dead worker left it: the ticket made in the PSA, the answer lost, the claim held.
+    incident = Incident.objects.get(pk=posted["id"])
+    Incident.objects.filter(pk=incident.pk).update(
+        ticket=None, sync_state=Incident.Sync.SYNCING, sync_claim="dead-worker-task",
+        sync_claimed_at=timezone.now() - services.CLAIM_LEASE - timezone.timedelta(seconds=5),
+        sync_requested_at=timezone.now() - services.SWEEP_AFTER - timezone.timedelta(seconds=5),
+    )  # fmt: skip
+    incident.ticket.delete()
+
+    assert services.sweep() == 1  # what beat runs every minute
+
+    body = hub.wait_synced(posted["id"])
+    assert body["ticket"]["id"] == made.id
+    assert fake_tickets(psas, "connectwise")[reference] == [made]
+    assert IntegrationLog.objects.filter(account=account, action="ticket.create", message__startswith="Found ticket").exists()
