@@ -280,7 +280,9 @@ def route(config: TicketingConfig, tenant: Tenant, severity: str, status: str, *
     # Autotask's "Status for new tickets" (seed 001), for a ticket made for an open incident.
     status_id = config.status_map["new"] if new and status == "Open" and config.status_map.get("new") else config.status_map[status]
     priority_id = config.priority_map.get(severity) or config.default_priority_id
-    if not priority_id:
+    # With no priority mapped at all the PSA's own default applies (seed 000 calls the priority
+    # optional; a Halo ticket type without an SLA has no priorities); a partial map is a mistake.
+    if not priority_id and any(config.priority_map.values()):
         raise NotReady(Incident.Sync.FAILED, f"No PSA priority is mapped for severity {severity} on the Ticketing page.")
     return Route(company_id, company_name, source, config.board_id, config.board_name, status_id, priority_id, config.type_id)
 

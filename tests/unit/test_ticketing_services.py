@@ -695,3 +695,20 @@ def test_with_a_backlog_in_the_broker_waiting_incidents_are_left_to_it(personas,
 
 def test_broker_backlog_reads_the_queue_length():
     assert services.broker_backlog() >= 0
+
+
+def test_without_any_priority_mapped_the_psa_default_priority_applies(report, tenant, config):
+    """A Halo ticket type without an SLA offers no priorities; ConnectWise's is optional (seed 000)."""
+    config.priority_map, config.default_priority_id = {}, ""
+    config.save()
+    incident, _ = report(tenant, severity="High")
+    assert incident.sync_state == Sync.SYNCED
+    assert only_ticket()["priority_id"] == ""
+
+
+def test_a_partial_priority_mapping_names_the_missing_severity(report, tenant, config):
+    config.priority_map, config.default_priority_id = {"Critical": "1"}, ""
+    config.save()
+    incident, _ = report(tenant, severity="Low")
+    assert incident.sync_state == Sync.FAILED
+    assert incident.sync_error == "No PSA priority is mapped for severity Low on the Ticketing page."
