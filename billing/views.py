@@ -24,6 +24,7 @@ from billing import charts, forms, selectors, services
 from billing.models import BillingItem, BillingMapping, BillingRun, ProductMapping
 from hub.models import Tenant
 from hub.tenancy import ADMIN, OPERATOR, role_required
+from integrations import selectors as integration_selectors
 from integrations import services as integration_services
 from integrations.models import CompanyMapping, Connection, PsaCompany
 
@@ -48,14 +49,11 @@ ITEM_FILTERS = {
 
 
 def _connection(request) -> Connection | None:
-    return Connection.objects.for_account(request.account).first()
+    return integration_selectors.account_connection(request.account)
 
 
 def _connected(request) -> Connection:
-    connection = _connection(request)
-    if connection is None or connection.status != Connection.Status.CONNECTED:
-        raise Http404("No connected PSA: link one under Integrations first.")
-    return connection
+    return integration_selectors.connected_or_404(request.account)
 
 
 def _actor_label(request) -> str:

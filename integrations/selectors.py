@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from django.http import Http404
+
 from hub.models import Tenant
 from integrations import registry
 from integrations.models import CompanyMapping, Connection, IntegrationLog, Picklist, PsaCompany
+
+
+def account_connection(account) -> Connection | None:
+    return Connection.objects.for_account(account).first()
+
+
+def connected_or_404(account) -> Connection:
+    """The account's connected PSA; pages and partials that need one answer 404 without it."""
+    connection = account_connection(account)
+    if connection is None or connection.status != Connection.Status.CONNECTED:
+        raise Http404("No connected PSA: link one under Integrations first.")
+    return connection
 
 
 def connection_overview(connection: Connection) -> dict:

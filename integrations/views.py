@@ -25,7 +25,7 @@ from integrations.models import Connection, PsaCompany
 
 
 def _connection_or_none(request) -> Connection | None:
-    return Connection.objects.for_account(request.account).first()
+    return selectors.account_connection(request.account)
 
 
 def _connection(request) -> Connection:

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from hub.models import Tenant
 from hub.tenancy import OPERATOR, role_required
+from integrations import selectors as integration_selectors
 from integrations import services as integration_services
 from integrations.models import Connection, IntegrationLog, PsaCompany
 from ticketing import forms, services
@@ -30,15 +31,11 @@ SETTLED = {"synced", "failed", "needs_mapping", "held"}
 
 
 def _connection(request) -> Connection | None:
-    return Connection.objects.for_account(request.account).first()
+    return integration_selectors.account_connection(request.account)
 
 
 def _connected(request) -> Connection:
-    """The account's connected PSA, or 404 (partials and actions need one)."""
-    connection = _connection(request)
-    if connection is None or connection.status != Connection.Status.CONNECTED:
-        raise Http404("No connected PSA: link one under Integrations first.")
-    return connection
+    return integration_selectors.connected_or_404(request.account)
 
 
 def _form(request, connection, data=None, **kwargs) -> forms.TicketingForm:
