@@ -56,11 +56,6 @@ def switch_account(request):
     return redirect(target)
 
 
-def _section(request, section: str, title: str, next_step: str):
-    """A settings section that a later feature fills in; says what to do first."""
-    return render(request, "hub/section.html", {"section": section, "title": title, "next_step": next_step})
-
-
 # Tenants -----------------------------------------------------------------------------------
 
 
