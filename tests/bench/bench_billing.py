@@ -38,7 +38,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -330,7 +330,7 @@ class VendorResult:
 
 def set_up(vendor: Vendor, seeded: list[Seeded]):
     from billing import services
-    from billing.models import BillingMapping, Mode, ProductMapping
+    from billing.models import BillingMapping, Mode
     from hub.models import Account, Tenant
     from integrations import services as integration_services
     from integrations.models import CompanyMapping, Connection
@@ -505,7 +505,8 @@ def report(results: list[VendorResult], args, where: str, budgets: dict) -> bool
                   f"state {p.state}")  # fmt: skip
             hub = max(0.0, p.seconds - p.psa_seconds)
             print(f"              PSA answering {p.psa_seconds:7.1f} s; the hub's own time {hub:6.1f} s "
-                  f"({1000 * hub / r.tenants:.1f} ms per tenant: database, log rows, rate limiter, HTTP client)")  # fmt: skip
+                  f"({1000 * hub / r.tenants:.1f} ms per tenant: database, log rows, HTTP client, and any wait for "
+                  "the request budget)")  # fmt: skip
             print(f"              PSA requests {sum(p.requests.values()):6d}: reads {p.requests['read']:5d} "
                   f"({per['read']:.3f}/tenant)  writes {p.requests['write']:5d} ({per['write']:.3f}/tenant)"
                   + (f"  token {p.requests['auth']}" if p.requests["auth"] else ""))  # fmt: skip
