@@ -414,9 +414,7 @@ def company_options(request):
     """Autotask's Customer picker: imported companies matching the search."""
     connection = _connected(request)
     query = request.GET.get("company_q", "").strip()
-    companies = PsaCompany.objects.filter(connection=connection, active=True)
-    if query:
-        companies = companies.filter(Q(name__icontains=query) | Q(identifier__icontains=query) | Q(company_id=query))
+    companies = integration_selectors.search_companies(connection, query)
     current = request.GET.get("current", "")
     current_name = ""
     if current:

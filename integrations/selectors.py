@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db.models import Q
 from django.http import Http404
 
 from hub.models import Tenant
@@ -19,6 +20,14 @@ def connected_or_404(account) -> Connection:
     if connection is None or connection.status != Connection.Status.CONNECTED:
         raise Http404("No connected PSA: link one under Integrations first.")
     return connection
+
+
+def search_companies(connection: Connection, query: str = ""):
+    """Active imported PSA companies matching a search by name, identifier or exact id."""
+    companies = PsaCompany.objects.filter(connection=connection, active=True)
+    if query:
+        companies = companies.filter(Q(name__icontains=query) | Q(identifier__icontains=query) | Q(company_id=query))
+    return companies
 
 
 def connection_overview(connection: Connection) -> dict:

@@ -270,8 +270,6 @@ def company_search(request):
     """Options for the company picker (HTMX)."""
     connection = _connection(request)
     query = request.GET.get("q", "").strip()
-    companies = PsaCompany.objects.filter(connection=connection, active=True)
-    if query:
-        companies = companies.filter(Q(name__icontains=query) | Q(identifier__icontains=query) | Q(company_id=query))
+    companies = selectors.search_companies(connection, query)
     current = request.GET.get("current", "")
     return render(request, "integrations/_company_options.html", {"companies": companies[:50], "current": current})

@@ -127,9 +127,7 @@ def company_options(request):
     """Options of the default company picker (HTMX search over imported customers)."""
     connection = _connected(request)
     query = request.GET.get("company_q", "").strip()
-    companies = PsaCompany.objects.filter(connection=connection, active=True)
-    if query:
-        companies = companies.filter(Q(name__icontains=query) | Q(identifier__icontains=query) | Q(company_id=query))
+    companies = integration_selectors.search_companies(connection, query)
     current = request.GET.get("default_company_id", "").strip()
     current_name = ""
     if current:
