@@ -190,6 +190,8 @@ class StatusSync(models.Model):
     last_error = models.TextField(blank=True)
     poll_watermark = models.DateTimeField(null=True, blank=True)
     last_polled_at = models.DateTimeField(null=True, blank=True)
+    # While a registration runs (status_sync.register): a second one waits for it.
+    registering_until = models.DateTimeField(null=True, blank=True, editable=False)
     # Set when the integration is removed: the encrypted bundle the removal task needs to delete
     # the webhook (decrypted only by integrations.services.load_credentials).
     removing = models.BooleanField(default=False)

@@ -22,8 +22,8 @@ import secrets
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from integrations import services as integration_services
@@ -141,26 +141,34 @@ def config_saved(config: TicketingConfig) -> None:
     queue_registration(connection)
 
 
-REGISTRATION_LOCK_SECONDS = 120
+REGISTRATION_LEASE = timezone.timedelta(minutes=2)
 
 
 def register(connection_id: str, correlation_id: str) -> StatusSync | None:
     """One registration at a time per connection (verification and a saved board can both ask
-    at once; two would both create a callback): a second one is retried by its task."""
-    key = f"status-sync-register:{connection_id}"
-    if not cache.add(key, correlation_id, timeout=REGISTRATION_LOCK_SECONDS):
-        raise UnavailableError("Another registration of this connection's webhook is running; retrying shortly.")
-    try:
-        return _register(connection_id, correlation_id)
-    finally:
-        cache.delete(key)
+    at once; two would both create a callback): a second one is retried by its task.
 
-
-def _register(connection_id: str, correlation_id: str) -> StatusSync | None:
+    The lease is taken with one conditional UPDATE of the sync row, atomic on every database
+    (a cache.add lock is not atomic on the embedded file cache)."""
     connection = Connection.objects.filter(pk=connection_id).select_related("account").first()
     if connection is None or connection.status != Connection.Status.CONNECTED:
         return None
     sync = sync_for(connection)
+    now = timezone.now()
+    leased = (
+        StatusSync.objects.filter(pk=sync.pk)
+        .filter(Q(registering_until__isnull=True) | Q(registering_until__lt=now))
+        .update(registering_until=now + REGISTRATION_LEASE)
+    )
+    if not leased:
+        raise UnavailableError("Another registration of this connection's webhook is running; retrying shortly.")
+    try:
+        return _register(connection, StatusSync.objects.get(pk=sync.pk), correlation_id)
+    finally:
+        StatusSync.objects.filter(pk=sync.pk).update(registering_until=None)
+
+
+def _register(connection: Connection, sync: StatusSync, correlation_id: str) -> StatusSync:
     if connection.vendor == "autotask":
         if sync.mode != StatusSync.Mode.POLL:
             StatusSync.objects.filter(pk=sync.pk).update(mode=StatusSync.Mode.POLL, fallback_reason="")

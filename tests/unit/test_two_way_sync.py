@@ -330,6 +330,27 @@ def test_permission_missing_falls_back_to_polling(world, settings, monkeypatch):
     assert sync.mode == StatusSync.Mode.POLL and "System > Callbacks" in sync.fallback_reason
 
 
+def test_a_second_registration_waits_for_the_first_and_the_lease_is_released(world, settings, monkeypatch):
+    from integrations.base.errors import UnavailableError
+
+    account, connection, _ = world
+    settings.HUB_BASE_URL = "https://hub.example.net"
+    made = []
+    monkeypatch.setattr(memory.MemoryProvider, "ensure_callback",
+                        lambda self, url, **kwargs: made.append(url) or f"cb-{len(made)}", raising=False)
+    sync = status_sync.sync_for(connection)
+    StatusSync.objects.filter(pk=sync.pk).update(registering_until=datetime.now(UTC) + timedelta(minutes=1))
+    with pytest.raises(UnavailableError, match="Another registration"):
+        status_sync.register(str(connection.pk), "c1")
+    assert made == []
+
+    StatusSync.objects.filter(pk=sync.pk).update(registering_until=datetime.now(UTC) - timedelta(seconds=1))  # expired
+    assert status_sync.register(str(connection.pk), "c2").mode == StatusSync.Mode.CALLBACK
+    assert status_sync.register(str(connection.pk), "c3").remote_id == "cb-1"  # already watching: nothing new
+    assert len(made) == 1
+    assert StatusSync.objects.get(pk=sync.pk).registering_until is None
+
+
 def test_poll_applies_changes_since_the_watermark(world, monkeypatch, run):
     account, connection, incident = world
     ticket = ticket_of(incident)
