@@ -37,6 +37,7 @@ QUEUES = ("psa", "default")
 class Worker:
     process: subprocess.Popen
     log_path: Path
+    busy_dir: Path
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -98,6 +99,38 @@ def _stop(process: subprocess.Popen) -> None:
     process.wait()
 
 
+def _busy(worker: Worker) -> list[str]:
+    """Tasks running now: the marker files of live pool processes (a killed one leaves its own)."""
+    running = []
+    for marker in worker.busy_dir.iterdir():
+        pid = int(marker.name.split("-", 1)[0])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        running.append(marker.name.split("-", 1)[1])
+    return running
+
+
+def settle(worker: Worker, timeout: float = 30) -> None:
+    """Leave the worker with nothing to do: drop what is queued and wait for the running tasks
+    to finish. Called before each test's database flush: a task still writing while the flush
+    TRUNCATEs every table can deadlock it on PostgreSQL, and a task left over would act on the
+    next test's rows. (Celery's inspect would say the same on Redis, but gets no answers over
+    the embedded filesystem broker: the worker marks its running tasks in files instead.)"""
+    if worker.process.poll() is not None:
+        return
+    _purge(QUEUES)
+    deadline = time.monotonic() + timeout
+    idle_checks = 0
+    while idle_checks < 2:  # twice: a message fetched just before the purge may be starting
+        idle_checks = 0 if _busy(worker) else idle_checks + 1
+        if time.monotonic() > deadline:
+            pytest.fail(f"The Celery worker was still running {_busy(worker)} {timeout}s after the test:\n"
+                        f"{worker.log_tail()}")
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def running_worker(tmp_path_factory, extra_env: dict[str, str] | None = None) -> Iterator[Worker]:
     if celery_app.conf.task_always_eager:
@@ -109,6 +142,9 @@ def running_worker(tmp_path_factory, extra_env: dict[str, str] | None = None) ->
         _use_broker_options({**original_options, "global_keyprefix": prefix})
     _purge(QUEUES)  # nothing left over from an earlier run or test
 
+    folder = tmp_path_factory.mktemp("celery-worker")
+    log_path, busy_dir = folder / "worker.log", folder / "busy"
+    busy_dir.mkdir()
     env = {
         key: value
         for key, value in os.environ.items()
@@ -117,6 +153,7 @@ def running_worker(tmp_path_factory, extra_env: dict[str, str] | None = None) ->
     env.update(
         DJANGO_SETTINGS_MODULE="tests.integration.worker_settings",
         HUB_TEST_BROKER_PREFIX=prefix,
+        HUB_TEST_BUSY_DIR=str(busy_dir),
         DATABASE_URL=worker_database_url(),
         HUB_DATA_DIR=str(settings.DATA_DIR),
         # The same secrets as this process, whatever produced them, so the worker can read
@@ -131,7 +168,6 @@ def running_worker(tmp_path_factory, extra_env: dict[str, str] | None = None) ->
         env.pop("REDIS_URL", None)
     env.update(extra_env or {})
 
-    log_path = tmp_path_factory.mktemp("celery-worker") / "worker.log"
     command = [
         sys.executable, "-m", "celery", "-A", "hub", "worker",
         "-Q", ",".join(QUEUES), "--concurrency", "2", "--pool", "prefork",
@@ -143,7 +179,7 @@ def running_worker(tmp_path_factory, extra_env: dict[str, str] | None = None) ->
             command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
-    worker = Worker(process, log_path)
+    worker = Worker(process, log_path, busy_dir)
     try:
         deadline = time.monotonic() + READY_TIMEOUT
         while " ready." not in worker.log():
@@ -158,3 +194,19 @@ def running_worker(tmp_path_factory, extra_env: dict[str, str] | None = None) ->
         if settings.REDIS_URL:
             _use_broker_options(original_options)
             _delete_redis_keys(prefix)
+
+
+# The fixtures: a conftest imports both, so the worker lives as long as its package's tests.
+
+
+@pytest.fixture(scope="package")
+def worker_session(django_db_setup, tmp_path_factory, fake_psas) -> Iterator[Worker]:
+    with running_worker(tmp_path_factory, fake_psas.worker_env()) as worker:
+        yield worker
+
+
+@pytest.fixture
+def worker_process(worker_session, transactional_db) -> Iterator[Worker]:
+    """The package's worker, settled after the test and before its database flush."""
+    yield worker_session
+    settle(worker_session)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.factories import PASSWORD
-from tests.worker import running_worker
+from tests.worker import worker_process, worker_session  # noqa: F401 - shared with the integration tier
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -47,12 +47,6 @@ def browser():
             yield browser
         finally:
             browser.close()
-
-
-@pytest.fixture(scope="package")
-def worker_process(django_db_setup, tmp_path_factory, fake_psas):
-    with running_worker(tmp_path_factory, fake_psas.worker_env()) as worker:
-        yield worker
 
 
 @pytest.fixture
