@@ -3,6 +3,7 @@ outsider in account B, vendor staff), API clients, and strict `responses`."""
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 
@@ -99,3 +100,14 @@ def psas(fake_psas, settings):
     fake_psas.reset()
     yield fake_psas
     fake_psas.reset()
+
+
+@pytest.fixture
+def restored(psas):
+    """The fakes' data as seeded again after the test (they are shared by the whole session)."""
+    cw, at, halo = psas.connectwise, psas.autotask, psas.halo
+    with cw.lock, at.lock, halo.lock:
+        saved = copy.deepcopy(cw.data), copy.deepcopy(at.tables), copy.deepcopy(halo.data)
+    yield psas
+    with cw.lock, at.lock, halo.lock:
+        cw.data, at.tables, halo.data = saved

@@ -11,9 +11,7 @@ worker verifies it, refreshes the lists and runs the billing runs.
 
 from __future__ import annotations
 
-import copy
 import re
-import time
 
 import pytest
 from playwright.sync_api import expect
@@ -23,38 +21,13 @@ from billing.models import BillingMapping, BillingRun, ProductMapping
 from integrations import services as integration_services
 from integrations.autotask.billing import DUPLICATE, EXPIRED, FUTURE_START
 from integrations.connectwise.billing import MULTIPLE_AGREEMENTS
-from integrations.models import Connection
 from tests.factories import make_tenant
+from tests.flows import link_through_api
 from tests.psa_log import assert_no_secret_recorded
 
 pytestmark = pytest.mark.browser
 
 WAIT = 60_000  # ms: background work (the worker, lists, runs) shows up by itself within this
-
-
-@pytest.fixture
-def restored(psas):
-    """The fakes' data as seeded again after the test (they are shared by the whole session)."""
-    cw, at, halo = psas.connectwise, psas.autotask, psas.halo
-    with cw.lock, at.lock, halo.lock:
-        saved = copy.deepcopy(cw.data), copy.deepcopy(at.tables), copy.deepcopy(halo.data)
-    yield psas
-    with cw.lock, at.lock, halo.lock:
-        cw.data, at.tables, halo.data = saved
-
-
-def link(api_for, account, psas, vendor: str, worker) -> Connection:
-    api = api_for(account)
-    response = api.put("/api/v1/connection", {"vendor": vendor, "credentials": psas.link_values(vendor)}, format="json")
-    assert response.status_code == 202, response.content
-    deadline = time.monotonic() + 60
-    while True:
-        connection = Connection.objects.get(account=account)
-        if connection.status == Connection.Status.CONNECTED:
-            return connection
-        if connection.status == Connection.Status.FAILED or time.monotonic() > deadline:
-            pytest.fail(f"the worker did not verify the link: {connection.last_error}\n{worker.log_tail()}")
-        time.sleep(0.2)
 
 
 def tenants(account, rows) -> dict:
@@ -135,7 +108,7 @@ def result_row(page, external_id: str, product: str):
 
 def test_connectwise_map_preview_sync_and_the_seed_000_message(worker_process, page, sign_in, personas, api_for, restored):
     psas, cw, account = restored, restored.connectwise, personas.account_a
-    link(api_for, account, psas, "connectwise", worker_process)
+    link_through_api(api_for(account), account, psas, "connectwise", worker_process)
     rows = [("acme", "Acme Dental", "250", 18), ("two", "Two Agreements Ltd", "254", 5),
             ("globex", "Globex Corporation", "251", 7), ("nocompany", "No Company Yet", None, 3)]  # fmt: skip
     made = tenants(account, rows)
@@ -203,7 +176,7 @@ def test_connectwise_map_preview_sync_and_the_seed_000_message(worker_process, p
 
 def test_autotask_three_steps_and_the_seed_001_messages(worker_process, page, sign_in, personas, api_for, restored):
     psas, at, account = restored, restored.autotask, personas.account_a
-    link(api_for, account, psas, "autotask", worker_process)
+    link_through_api(api_for(account), account, psas, "autotask", worker_process)
     rows = [("acme", "Acme Corp", "1", 14), ("globex", "Globex Corporation", "2", 3), ("initech", "Initech", "3", 3),
             ("umbrella", "Umbrella Corporation", "4", 6)]  # fmt: skip
     made = tenants(account, rows)
@@ -257,7 +230,7 @@ def test_autotask_three_steps_and_the_seed_001_messages(worker_process, page, si
 
 def test_halo_licences_are_chosen_or_created(worker_process, page, sign_in, personas, api_for, restored):
     psas, halo, account = restored, restored.halo, personas.account_a
-    link(api_for, account, psas, "halo", worker_process)
+    link_through_api(api_for(account), account, psas, "halo", worker_process)
     rows = [("acme", "Acme Corporation", "1", 12), ("globex", "Globex Ltd", "2", 6), ("initech", "Initech", "3", 7)]
     made = tenants(account, rows)
     sign_in(personas.admin)

@@ -9,7 +9,6 @@ and a deactivated catalog item; Autotask a missing permission naming both module
 
 from __future__ import annotations
 
-import copy
 import time
 
 import pytest
@@ -21,6 +20,7 @@ from integrations.autotask.billing import DUPLICATE, EXPIRED, FUTURE_START
 from integrations.connectwise.billing import MULTIPLE_AGREEMENTS
 from integrations.models import IntegrationLog
 from tests.factories import make_tenant
+from tests.flows import link_through_api
 
 pytestmark = pytest.mark.integration
 
@@ -45,30 +45,6 @@ def wait_for(check, what: str, worker, timeout: float = 60):
 @pytest.fixture
 def api(api_for, personas):
     return api_for(personas.account_a)
-
-
-@pytest.fixture
-def restored(psas):
-    """The fakes' data as seeded again after the test (they are shared by the whole session)."""
-    cw, at, halo = psas.connectwise, psas.autotask, psas.halo
-    with cw.lock, at.lock, halo.lock:
-        saved = copy.deepcopy(cw.data), copy.deepcopy(at.tables), copy.deepcopy(halo.data)
-    yield psas
-    with cw.lock, at.lock, halo.lock:
-        cw.data, at.tables, halo.data = saved
-
-
-def link(api, psas, vendor: str, worker) -> None:
-    response = api.put("/api/v1/connection", {"vendor": vendor, "credentials": psas.link_values(vendor)}, format="json")
-    assert response.status_code == 202, response.content
-
-    def connected():
-        body = api.get("/api/v1/connection").json()
-        if body["status"] == "failed":
-            pytest.fail(f"verification failed: {body['last_error']}\n{worker.log_tail()}")
-        return body["status"] == "connected"
-
-    wait_for(connected, "the connection", worker)
 
 
 def set_up(api, account, products: dict, tenants: dict, usage: dict) -> None:
@@ -119,7 +95,7 @@ def assert_no_secret_logged(psas, vendor: str) -> None:
 
 def test_connectwise_preview_sync_and_resync(worker_process, transactional_db, personas, api, restored):
     psas, cw, account = restored, restored.connectwise, personas.account_a
-    link(api, psas, "connectwise", worker_process)
+    link_through_api(api, account, psas, "connectwise", worker_process)
     set_up(
         api, account,
         products={"domains": "701", "devices": "703"},
@@ -204,7 +180,7 @@ def test_connectwise_preview_sync_and_resync(worker_process, transactional_db, p
 
 def test_autotask_preview_sync_and_the_seed_messages(worker_process, transactional_db, personas, api, restored):
     psas, at, account = restored, restored.autotask, personas.account_a
-    link(api, psas, "autotask", worker_process)
+    link_through_api(api, account, psas, "autotask", worker_process)
     contracts = at.tables["Contracts"]
     set_up(
         api, account,
@@ -262,7 +238,7 @@ def test_autotask_preview_sync_and_the_seed_messages(worker_process, transaction
 
 def test_halo_licences_are_kept_in_step(worker_process, transactional_db, personas, api, restored):
     psas, halo, account = restored, restored.halo, personas.account_a
-    link(api, psas, "halo", worker_process)
+    link_through_api(api, account, psas, "halo", worker_process)
     set_up(
         api, account,
         products={"users": "1"},
@@ -298,7 +274,7 @@ def test_halo_licences_are_kept_in_step(worker_process, transactional_db, person
 
 def test_two_syncs_of_one_account_never_interleave(worker_process, transactional_db, personas, api, restored):
     psas, cw, account = restored, restored.connectwise, personas.account_a
-    link(api, psas, "connectwise", worker_process)
+    link_through_api(api, account, psas, "connectwise", worker_process)
     set_up(
         api, account,
         products={"domains": "701"},
