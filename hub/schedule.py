@@ -17,4 +17,6 @@ BEAT_SCHEDULE = {
     "integrations-expiry-warnings": {"task": "integrations.warn_expiring_credentials", "schedule": timedelta(hours=6)},
     # Log retention: entries older than HUB_LOG_RETENTION_DAYS, deleted in batches of 5,000.
     "integrations-log-retention": {"task": "integrations.purge_old_logs", "schedule": timedelta(hours=1)},
+    # The same retention for two-way sync's webhook receipts and finished host deliveries.
+    "ticketing-retention": {"task": "ticketing.purge_old_records", "schedule": timedelta(hours=1)},
 }

@@ -17,7 +17,6 @@ import dataclasses
 import io
 import logging
 import re
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -33,6 +32,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
 from hub.models import Account, Tenant
+from hub.retention import delete_in_batches
 from integrations.models import IntegrationLog
 
 logger = logging.getLogger(__name__)
@@ -609,27 +609,14 @@ def csv_lines(filters: LogFilters, *, cap: int | None = None, chunk: int = 2000)
 
 
 def purge_old_entries(*, days: int | None = None, batch: int = 5000, max_batches: int = 500, pause: float = 0.0) -> int:
-    """Delete entries older than `days` (HUB_LOG_RETENTION_DAYS) in batches of `batch` ids:
-    each batch is one short transaction (select ids oldest first, DELETE ... WHERE id IN), so
-    no lock is held for long and writers are never blocked behind a huge DELETE."""
+    """Delete entries older than `days` (HUB_LOG_RETENTION_DAYS) in batches of `batch` ids."""
     days = settings.HUB_LOG_RETENTION_DAYS if days is None else days
     if days <= 0:
         return 0
     cutoff = timezone.now() - timedelta(days=days)
-    deleted = 0
-    for _ in range(max_batches):
-        with transaction.atomic():
-            ids = list(
-                IntegrationLog.objects.filter(created_at__lt=cutoff).order_by("created_at").values_list("id", flat=True)[:batch]
-            )
-            if ids:
-                # Nothing refers to log rows, so this is one DELETE (no cascade collection).
-                IntegrationLog.objects.filter(id__in=ids).delete()
-        deleted += len(ids)
-        if len(ids) < batch:
-            break
-        if pause:
-            time.sleep(pause)
+    # Nothing refers to log rows, so each batch is one DELETE (no cascade collection).
+    deleted = delete_in_batches(IntegrationLog.objects.filter(created_at__lt=cutoff), order_by="created_at",
+                                batch=batch, max_batches=max_batches, pause=pause)
     if deleted:
         logger.info("Deleted %s integration log entries older than %s days.", deleted, days)
     return deleted

@@ -222,7 +222,8 @@ class WebhookReceipt(models.Model):
 
     class Meta:
         ordering = ["-received_at", "-id"]
-        indexes = [models.Index(fields=["account", "body_sha256"], name="receipt_body")]
+        indexes = [models.Index(fields=["account", "body_sha256"], name="receipt_body"),
+                   models.Index(fields=["received_at"], name="receipt_received")]  # retention
 
 
 class HostWebhook(models.Model):
@@ -264,6 +265,7 @@ class HostDelivery(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["created_at"], name="host_delivery_created")]  # retention
 
 
 class HostDeliveryAttempt(models.Model):

@@ -123,3 +123,11 @@ def deliver_host_event(self, delivery_id: int) -> None:
         outbound.attempt(delivery_id, final=self.request.retries >= self.max_retries)
     except outbound.RetryLater as exc:
         raise self.retry(countdown=host_countdown(self.request.retries, exc.retry_after)) from None
+
+
+@shared_task(name="ticketing.purge_old_records")
+def purge_old_records() -> int:
+    """Retention of webhook receipts and finished host deliveries (HUB_LOG_RETENTION_DAYS)."""
+    from ticketing import retention
+
+    return retention.purge_old_records()

@@ -377,11 +377,17 @@ def test_poll_applies_changes_since_the_watermark(world, monkeypatch, run):
     assert "already in that status" in logs(account, "ticket.inbound")[0].message and len(logs(account, "ticket.inbound")) == logged + 1
 
 
-def test_the_ticketing_page_says_when_status_changes_are_polled(world, personas, page_client, settings):
+@pytest.mark.parametrize("page_name", ["ticketing", "integrations"])
+def test_the_ticketing_and_integration_pages_say_when_status_changes_are_polled(world, personas, page_client, settings, page_name):
     account, connection, _ = world
+    StatusSync.objects.create(account=account, connection_id=connection.pk, vendor="connectwise",
+                              mode=StatusSync.Mode.CALLBACK, secret_hash="x", remote_id="77", remote_object_id="1")
+    assert "Status changes are checked every" not in page_client(personas.admin).get(reverse(page_name)).content.decode()
+
     settings.HUB_BASE_URL = "http://10.1.2.3:8000"
+    StatusSync.objects.all().delete()
     status_sync.register(str(connection.pk), "c1")
-    page = page_client(personas.admin).get(reverse("ticketing")).content.decode()
+    page = page_client(personas.admin).get(reverse(page_name)).content.decode()
     assert "Status changes are checked every 5 minutes because the hub&#x27;s address" in page
 
 
@@ -395,3 +401,24 @@ def test_removing_the_integration_removes_the_callback_in_a_task(world, run, mon
     assert removed == ["77"]
     assert not StatusSync.objects.exists() and not Connection.objects.filter(pk=connection.pk).exists()
     assert any(r.action == "webhook.remove" and r.outcome == "ok" for r in logs(account))
+
+
+def test_retention_deletes_old_receipts_and_finished_deliveries_only(world, settings):
+    from ticketing import retention
+
+    account, _, incident = world
+    settings.HUB_LOG_RETENTION_DAYS = 30
+    old = datetime.now(UTC) - timedelta(days=31)
+    WebhookReceipt.objects.create(account=account, vendor="halo", outcome="applied", received_at=old)
+    kept_receipt = WebhookReceipt.objects.create(account=account, vendor="halo", outcome="applied")
+    for n, state in enumerate(["delivered", "failed", "pending", "sending"]):
+        delivery = HostDelivery.objects.create(account=account, incident=incident, event_id=f"e{n}", state=state, created_at=old)
+        HostDeliveryAttempt.objects.create(delivery=delivery, status_code=500)
+    recent = HostDelivery.objects.create(account=account, incident=incident, event_id="recent", state="delivered")
+
+    assert tasks.purge_old_records() == 3
+    assert list(WebhookReceipt.objects.all()) == [kept_receipt]
+    assert set(HostDelivery.objects.values_list("event_id", flat=True)) == {"e2", "e3", "recent"}, "unfinished ones wait"
+    assert HostDeliveryAttempt.objects.count() == 2 and recent.pk
+    settings.HUB_LOG_RETENTION_DAYS = 0  # 0 keeps everything
+    assert retention.purge_old_records(days=0) == 0
