@@ -62,7 +62,8 @@ class IncidentSerializer(serializers.ModelSerializer):
 class IncidentChangeSerializer(serializers.Serializer):
     status = _choice("status", STATUSES, required=False)
     severity = _choice("severity", SEVERITIES, required=False)
-    details = serializers.CharField(allow_blank=True, required=False, max_length=DETAILS_MAX)
+    details = serializers.CharField(allow_blank=True, required=False, max_length=DETAILS_MAX,
+                                    help_text="New details; once the ticket exists they are added to it as a note")
 
     def validate(self, attrs):
         if not attrs:

@@ -146,6 +146,10 @@ def change_incident(incident: Incident, changes: dict, *, source: str = "api") -
             if source != "psa":  # a change that came from the PSA is not echoed back to it
                 _mark_pending(incident)
             incident.save()
+            if "details" in changed and incident.ticket_id:
+                # The ticket's description is the history of the first report: new details
+                # reach the technician as a note (delivered once, like every note).
+                IncidentNote.objects.create(incident=incident, text=f"Details updated:\n\n{incident.details}")
             if source == "psa":
                 _ticket_already_follows(incident)
             else:

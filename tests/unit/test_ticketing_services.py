@@ -247,12 +247,20 @@ def test_a_severity_change_updates_only_the_priority(report, tenant, psa, run):
     assert only_ticket()["priority_id"] == "1" and reload(incident).ticket.priority_id == "1"
 
 
-def test_a_change_to_the_same_values_or_to_details_writes_nothing(report, tenant, psa, run):
+def test_a_change_to_the_same_values_writes_nothing(report, tenant, psa, run):
     incident, _ = report(tenant, severity="Low")
     run(services.change_incident, incident, {"status": "Open", "severity": "Low"})
-    run(services.change_incident, incident, {"details": "More details."})
+    assert calls(psa, "update") == [] and calls(psa, "add_note") == [] and len(calls(psa, "create")) == 1
+
+
+def test_new_details_reach_the_ticket_as_one_note(report, tenant, psa, run):
+    incident, _ = report(tenant, severity="Low")
+    run(services.change_incident, incident, {"details": "The rule also forwards to a second address."})
+    run(services.change_incident, incident, {"details": "The rule also forwards to a second address."})  # same again
     assert calls(psa, "update") == [] and len(calls(psa, "create")) == 1
-    assert reload(incident).details == "More details."
+    [text] = memory.tickets.notes[incident.ticket.ticket_id]
+    assert text.endswith("Details updated:\n\nThe rule also forwards to a second address.")
+    assert reload(incident).details == "The rule also forwards to a second address."
 
 
 @pytest.mark.parametrize("status", ["Done", "Canceled", "Dismissed"])
