@@ -105,7 +105,9 @@ def change_in_psa(psas, vendor: str, ticket_id: str, status_id: str) -> None:
 def notify_hub(vendor: str, psas, live_url: str, connection: Connection, ticket_id: str, worker) -> None:
     sync = wait_for(lambda: StatusSync.objects.filter(connection_id=connection.pk).exclude(mode="none").first(),
                     f"{vendor} status sync set up", worker=worker)
-    if vendor == "halo":
+    if sync.mode == "poll":  # Autotask, and the fallback of the other two
+        tasks.poll_status.delay(sync.pk, "test-poll")
+    elif vendor == "halo":
         assert sync.mode == "webhook", sync.fallback_reason
         [hook] = [w for w in psas.halo.webhooks.values() if str(connection.pk) in w["url"]]
         path = urlsplit(hook["url"]).path
@@ -128,17 +130,34 @@ def notify_hub(vendor: str, psas, live_url: str, connection: Connection, ticket_
         response = requests.post(f"{live_url}{parts.path}?{parts.query}", json=body, timeout=10)
         assert response.status_code == 202, response.text
     else:
-        assert sync.mode == "poll"
-        tasks.poll_status.delay(sync.pk, "test-poll")
+        pytest.fail(f"{vendor}: status sync in mode {sync.mode}")
 
 
-@pytest.mark.parametrize("vendor", ["halo", "connectwise", "autotask"])
+# Where the API user may not register the webhook/callback: what the fake refuses (403).
+REFUSE = {
+    "halo": (lambda psas: psas.halo.deny("Admin: webhooks"), "Admin: webhooks"),
+    "connectwise": (lambda psas: psas.connectwise.deny("system/callbacks"), "System"),
+}
+
+
+@pytest.mark.parametrize(("vendor", "way"), [
+    ("halo", "webhook"), ("connectwise", "callback"), ("autotask", "poll"),
+    ("halo", "poll fallback"), ("connectwise", "poll fallback"),
+])  # fmt: skip
 def test_a_status_change_in_the_psa_reaches_the_incident_and_the_host_product(
-    vendor, hub, psas, personas, receiver, transactional_db
+    vendor, way, hub, psas, personas, receiver, transactional_db
 ):
     account = personas.account_a
     hub.call("PUT", "ticketing/webhook", {"url": receiver.url, "secret": HOST_SECRET})
+    if way == "poll fallback":
+        refuse, permission = REFUSE[vendor]
+        refuse(psas)
     connection, config, _ = link_and_configure(vendor, hub, psas, account)
+    if way == "poll fallback":
+        sync = wait_for(lambda: StatusSync.objects.filter(connection_id=connection.pk, mode="poll").first(),
+                        f"{vendor}: the fallback to polling", worker=hub.worker)
+        assert permission in sync.fallback_reason, sync.fallback_reason
+        assert hub.call("GET", "ticketing/webhook")["status_sync_notice"].startswith("Status changes are checked every 5 minutes")
     incident = hub.report(tenant=f"globex-{vendor}", title="Mailbox rule", severity="High")
     body = hub.wait_synced(incident["id"])
     ticket_id = body["ticket"]["id"]
