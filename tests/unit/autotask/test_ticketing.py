@@ -222,3 +222,18 @@ def test_subtype_id_is_the_sub_issue_type(mocked_responses, ticketing):
     ticketing.create(draft(subtype_id="101", extra={"issue_type_id": "10"}))
     sent = json.loads(mocked_responses.calls[0].request.body)
     assert (sent["issueType"], sent["subIssueType"]) == (10, 101)
+
+
+@pytest.mark.parametrize("description, found", [
+    ("[hub note 7] Jane confirmed it was not her.", True),
+    ("[HUB NOTE 7] a near miss: Autotask's contains may ignore case", False),
+])  # fmt: skip
+def test_note_exists_queries_the_tickets_notes_for_the_marker(mocked_responses, ticketing, description, found):
+    mocked_responses.post(API + "TicketNotes/query",
+                          json={"items": [{"id": 31, "description": description}], "pageDetails": {"nextPageUrl": None}})
+    assert ticketing.note_exists("7001", "[hub note 7]") is found
+    assert_request(mocked_responses.calls[0], method="POST", url=API + "TicketNotes/query", body={
+        "filter": [{"op": "eq", "field": "ticketID", "value": 7001},
+                   {"op": "contains", "field": "description", "value": "[hub note 7]"}],
+        "MaxRecords": 1, "IncludeFields": ["id", "description"],
+    })  # fmt: skip

@@ -230,3 +230,14 @@ def test_add_note(mocked_responses, provider, internal, flag):
     )
 
     provider.ticketing().add_note("5000", "Seen again at 2025-06-01 10:05 UTC, count 2", internal=internal)
+
+
+@pytest.mark.parametrize("marker, found", [("[hub note 7]", True), ("[hub note 8]", False)])
+def test_note_exists_reads_the_newest_notes_for_the_marker(mocked_responses, provider, marker, found):
+    mocked_responses.get(
+        API + "service/tickets/5000/notes",
+        json=[{"id": 12, "text": "[hub note 7] Jane confirmed it was not her."}, {"id": 11, "text": "Called the user."}],
+        match=[query(orderBy="id desc", fields="id,text", pageSize=100), auth()],
+    )
+
+    assert provider.ticketing().note_exists("5000", marker) is found

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from responses import matchers
 
 from integrations.base.errors import InvalidError, UnavailableError
 from integrations.base.ticketing import TicketDraft
@@ -197,3 +198,12 @@ def test_a_missing_outcome_error_is_shown_in_halos_words(rsps, make_provider):
 
     with pytest.raises(InvalidError, match="An Outcome must be entered for this Action"):
         make_provider(note_outcome_id="999").ticketing().add_note("5123", "x")
+
+
+@pytest.mark.parametrize("marker, found", [("[hub note 7]", True), ("[hub note 8]", False)])
+def test_note_exists_reads_the_tickets_actions_for_the_marker(rsps, ticketing, marker, found):
+    actions = {"actions": [{"id": 1, "note": "Ticket logged"},
+                           {"id": 2, "note": "", "note_html": "<p>[hub note 7] Jane confirmed it was not her.</p>"}]}
+    rsps.get(f"{API}/Actions", json=actions, match=[matchers.query_param_matcher({"ticket_id": "5123"})])
+
+    assert ticketing.note_exists("5123", marker) is found
