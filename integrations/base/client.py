@@ -122,6 +122,10 @@ class HttpClient:
         self.transport = transport or Transport()
         self.secrets = [s for s in secrets if s]
         self.session = self.transport.session or requests.Session()
+        if not self.transport.allow_private:
+            adapter = netguard.PublicOnlyAdapter()
+            self.session.mount("https://", adapter)
+            self.session.mount("http://", adapter)
 
     # --- hooks for vendor clients -------------------------------------------------------------
 

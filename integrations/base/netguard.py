@@ -4,6 +4,11 @@ A PSA must be reached over https on a public address. A hostname that resolves t
 private, link-local, shared, multicast or cloud-metadata ranges is refused, so nobody can
 point the hub's workers at the inside of its own network. `allow_private` (the
 PSA_ALLOW_PRIVATE_HOSTS setting) lifts the rule for tests and local fake PSAs only.
+
+The rule is checked twice: `check_url` before each request gives the user a clear message, and
+`PublicOnlyAdapter` checks the addresses again when the socket is opened and connects to a
+checked address only. Without the second check a DNS answer that changes between the two
+lookups (DNS rebinding) could still reach a private address.
 """
 
 from __future__ import annotations
@@ -12,6 +17,12 @@ import ipaddress
 import socket
 from collections.abc import Callable
 from urllib.parse import urlsplit
+
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+from urllib3.util import connection as urllib3_connection
 
 from integrations.base.errors import BlockedError, UnavailableError
 
@@ -79,3 +90,58 @@ def check_typed_host(value: str, *, allow_private: bool) -> None:
             f"{host} is a private or local network address. The hub only connects to PSAs on public internet "
             "addresses; enter your PSA's public host name."
         )
+
+
+# --- connect-time check ----------------------------------------------------------------------------
+
+
+class _PublicOnly:
+    """urllib3 connection mixin: resolve the host, keep its public addresses, connect to one."""
+
+    def _new_conn(self):
+        try:
+            infos = socket.getaddrinfo(self._dns_host, self.port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise NameResolutionError(self.host, self, exc) from exc
+        addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        public = [a for a in addresses if _is_public(ipaddress.ip_address(a.split("%")[0]))]
+        if not public:
+            raise NewConnectionError(self, f"{self.host} resolves to {', '.join(addresses)}, a private or local network "
+                                           "address: the hub does not connect there.")
+        error: OSError | None = None
+        for address in public:  # an address literal: create_connection does no DNS lookup of its own
+            try:
+                return urllib3_connection.create_connection(
+                    (address, self.port), self.timeout, source_address=self.source_address,
+                    socket_options=self.socket_options,
+                )  # fmt: skip
+            except TimeoutError as exc:
+                raise ConnectTimeoutError(self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})") from exc
+            except OSError as exc:
+                error = exc
+        raise NewConnectionError(self, f"Failed to establish a new connection: {error}")
+
+
+class _PublicHTTPConnection(_PublicOnly, HTTPConnection):
+    pass
+
+
+class _PublicHTTPSConnection(_PublicOnly, HTTPSConnection):
+    pass  # TLS still verifies the certificate against the host name, not the address
+
+
+class _PublicHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _PublicHTTPConnection
+
+
+class _PublicHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _PublicHTTPSConnection
+
+
+class PublicOnlyAdapter(HTTPAdapter):
+    """requests adapter whose connections open to public addresses only (mounted by the HTTP
+    client unless PSA_ALLOW_PRIVATE_HOSTS lifts the rule)."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _PublicHTTPPool, "https": _PublicHTTPSPool}

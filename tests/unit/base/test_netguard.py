@@ -187,3 +187,80 @@ def test_the_default_resolver_refuses_localhost(monkeypatch):
     with pytest.raises(BlockedError) as caught:
         netguard.check_url("https://localhost/api", allow_private=False)
     assert "localhost" in str(caught.value)
+
+
+# --- the connect-time check (DNS rebinding) -----------------------------------------------------------
+
+
+@pytest.fixture
+def local_server():
+    """A plain HTTP server on loopback recording the Host header of each request."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hosts: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            hosts.append(self.headers.get("Host", ""))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield server.server_address[1], hosts
+    server.shutdown()
+    server.server_close()
+
+
+def guarded_session():
+    import requests
+
+    session = requests.Session()
+    session.mount("http://", netguard.PublicOnlyAdapter())
+    return session
+
+
+def test_a_host_that_resolves_to_a_private_address_when_connecting_is_not_reached(local_server):
+    import requests
+
+    port, hosts = local_server
+    with pytest.raises(requests.ConnectionError, match="private or local network address"):
+        guarded_session().get(f"http://localhost:{port}/", timeout=5)
+    assert hosts == []
+
+
+def test_the_socket_opens_to_the_checked_public_address_and_keeps_the_host_name(local_server, monkeypatch):
+    port, hosts = local_server
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, port_, *args, **kwargs):
+        if host == "psa.example.com":
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port_))]
+        return real_getaddrinfo(host, port_, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    opened = []
+    real = netguard.urllib3_connection.create_connection
+
+    def create_connection(address, *args, **kwargs):
+        opened.append(address)
+        return real(("127.0.0.1", address[1]), *args, **kwargs)  # the "public" address is this test's server
+
+    monkeypatch.setattr(netguard.urllib3_connection, "create_connection", create_connection)
+    response = guarded_session().get(f"http://psa.example.com:{port}/", timeout=5)
+    assert response.text == "ok"
+    assert opened == [("93.184.216.34", port)] and hosts == [f"psa.example.com:{port}"]
+
+
+@pytest.mark.parametrize("allow_private, guarded", [(False, True), (True, False)])
+def test_the_http_client_mounts_the_guard_unless_private_hosts_are_allowed(allow_private, guarded):
+    from integrations.base.client import HttpClient, Transport
+
+    client = HttpClient("https://psa.example.com/", Transport(allow_private=allow_private))
+    assert isinstance(client.session.get_adapter("https://psa.example.com/"), netguard.PublicOnlyAdapter) is guarded
