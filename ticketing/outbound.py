@@ -164,7 +164,8 @@ def attempt(delivery_id: int, *, final: bool = False) -> str:
             EVENT_HEADER: delivery.event_id,
         }
         del secret
-        response = requests.post(hook.url, data=body, headers=headers, timeout=TIMEOUT, allow_redirects=False)
+        with netguard.guard(requests.Session(), allow_private=settings.PSA_ALLOW_PRIVATE_HOSTS) as session:
+            response = session.post(hook.url, data=body, headers=headers, timeout=TIMEOUT, allow_redirects=False)
         status = response.status_code
         if status == 429:
             retry_after = _seconds(response.headers.get("Retry-After"))

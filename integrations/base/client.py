@@ -121,11 +121,7 @@ class HttpClient:
         self.base_url = base_url.rstrip("/") + "/"
         self.transport = transport or Transport()
         self.secrets = [s for s in secrets if s]
-        self.session = self.transport.session or requests.Session()
-        if not self.transport.allow_private:
-            adapter = netguard.PublicOnlyAdapter()
-            self.session.mount("https://", adapter)
-            self.session.mount("http://", adapter)
+        self.session = netguard.guard(self.transport.session or requests.Session(), allow_private=self.transport.allow_private)
 
     # --- hooks for vendor clients -------------------------------------------------------------
 

@@ -145,3 +145,12 @@ class PublicOnlyAdapter(HTTPAdapter):
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _PublicHTTPPool, "https": _PublicHTTPSPool}
+
+
+def guard(session, *, allow_private: bool):
+    """Mount PublicOnlyAdapter on a requests session, unless private hosts are allowed."""
+    if not allow_private:
+        adapter = PublicOnlyAdapter()
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+    return session

@@ -276,6 +276,16 @@ def test_host_delivery_is_signed_and_retried_on_5xx_not_on_4xx(world, run, setti
     assert HostDelivery.objects.order_by("-id").first().state == "failed"
 
 
+def test_host_delivery_to_a_private_address_is_refused_with_the_reason(world, run, settings):
+    settings.PSA_ALLOW_PRIVATE_HOSTS = False
+    account, _, incident = world
+    outbound.save_webhook(account, url="https://10.0.0.5/hooks/psa", secret=HOST_SECRET)
+    with responses.RequestsMock():  # nothing may be sent
+        run(inbound.apply_ticket_status, account, "connectwise", ticket_of(incident).ticket_id, "11", T0, "t")
+    delivery = HostDelivery.objects.get()
+    assert delivery.state == "failed" and "private or local network address" in delivery.last_error
+
+
 def test_host_backoff_grows_and_honours_retry_after():
     assert 24 <= tasks.host_countdown(0) <= 36
     assert tasks.host_countdown(3) > tasks.host_countdown(1)
