@@ -15,7 +15,7 @@ saved); lists not cached yet show "Loading from <PSA>…" and the page polls unt
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 
 from django import forms
@@ -26,14 +26,8 @@ from billing import services
 from billing.models import PRODUCT_KEY_PATTERN, BillingMapping, BillingSettings, Mode, ProductMapping
 from hub.models import Account, Tenant
 from integrations import registry
-from integrations import services as integration_services
-from integrations.models import CompanyMapping, Connection, Picklist, PsaCompany
-
-# A refresh asked for longer ago than this is no longer shown as "refreshing".
-REFRESH_SHOWN_FOR = timezone.timedelta(minutes=5)
-# Past this, a list still loading says the worker may be down.
-SLOW_AFTER = timezone.timedelta(minutes=2)
-
+from integrations.models import CompanyMapping, Connection, PsaCompany
+from integrations.picklists import CachedList, cached_list
 
 @dataclass(frozen=True)
 class VendorBilling:
@@ -81,67 +75,6 @@ def spec_for(connection: Connection) -> VendorBilling:
 
 
 # --- cached lists ----------------------------------------------------------------------------------
-
-
-@dataclass
-class CachedList:
-    """One cached PSA list as a page shows it."""
-
-    kind: str
-    parent_id: str = ""
-    state: str = "ready"  # ready | loading | error | needs_parent
-    items: list[dict] = field(default_factory=list)
-    error: str = ""  # why the list could not be loaded (or why the last refresh failed)
-    refreshing: bool = False
-    slow: bool = False
-    fetched_at: object = None
-
-    @property
-    def ready(self) -> bool:
-        return self.state == "ready"
-
-    @property
-    def waiting(self) -> bool:
-        return self.state == "loading"
-
-    @property
-    def ids(self) -> set[str]:
-        return {str(item["id"]) for item in self.items}
-
-    def item(self, value: str) -> dict | None:
-        return next((item for item in self.items if str(item["id"]) == str(value)), None)
-
-    def name_of(self, value: str) -> str:
-        item = self.item(value)
-        return item["name"] if item else ""
-
-
-def cached_list(connection: Connection, kind: str, parent_id: str = "", *, needs_parent: bool = False,
-                queue_refresh: bool = True) -> CachedList:  # fmt: skip
-    """The list from the cache; queues a refresh when it is missing or stale (never calls the PSA)."""
-    row = CachedList(kind, parent_id)
-    if needs_parent and not parent_id:
-        row.state = "needs_parent"
-        return row
-    if queue_refresh:
-        entry = integration_services.picklist(connection, kind, parent_id)
-    else:
-        entry = Picklist.objects.filter(connection=connection, kind=kind, parent_id=parent_id).first()
-    now = timezone.now()
-    if entry is not None and entry.refresh_requested_at is not None:
-        pending = entry.fetched_at is None or entry.refresh_requested_at > entry.fetched_at
-        row.refreshing = pending and now - entry.refresh_requested_at < REFRESH_SHOWN_FOR
-        row.slow = pending and now - entry.refresh_requested_at > SLOW_AFTER
-    if entry is None or entry.fetched_at is None:
-        if entry is not None and entry.error:
-            row.state, row.error = "error", entry.error
-        else:
-            row.state = "loading"
-        return row
-    row.fetched_at = entry.fetched_at
-    row.error = entry.error
-    row.items = [item for item in entry.items if item.get("active", True)]
-    return row
 
 
 def _select(choices, attrs=None) -> forms.Select:

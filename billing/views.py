@@ -27,6 +27,7 @@ from hub.tenancy import ADMIN, OPERATOR, role_required
 from integrations import selectors as integration_selectors
 from integrations import services as integration_services
 from integrations.models import CompanyMapping, Connection, PsaCompany
+from integrations.picklists import CachedList, cached_list
 
 TENANTS_PER_PAGE = 50
 ITEMS_PER_PAGE = 100
@@ -68,8 +69,8 @@ def _local(moment, zone) -> str:
 # --- the page ------------------------------------------------------------------------------------------
 
 
-def _product_forms(request, connection, failed: forms.ProductForm | None = None) -> tuple[list, forms.CachedList]:
-    catalog = forms.cached_list(connection, forms.spec_for(connection).product_kind)
+def _product_forms(request, connection, failed: forms.ProductForm | None = None) -> tuple[list, CachedList]:
+    catalog = cached_list(connection, forms.spec_for(connection).product_kind)
     read_only = not request.actor.can_write
     rows = []
     for product in selectors.products(request.account):
@@ -263,7 +264,7 @@ def _product(request, pk: int) -> ProductMapping:
 def product_save(request, pk: int | None = None):
     connection = _connected(request)
     product = _product(request, pk) if pk is not None else None
-    catalog = forms.cached_list(connection, forms.spec_for(connection).product_kind)
+    catalog = cached_list(connection, forms.spec_for(connection).product_kind)
     form = forms.ProductForm(request.POST, account=request.account, connection=connection, catalog=catalog, product=product)
     if not form.is_valid():
         messages.error(request, "Nothing was saved: fix the product marked below.")
@@ -293,7 +294,7 @@ def product_picker(request):
     connection = _connected(request)
     pk = request.GET.get("product", "")
     product = _product(request, int(pk)) if pk.isdigit() else None
-    catalog = forms.cached_list(connection, forms.spec_for(connection).product_kind)
+    catalog = cached_list(connection, forms.spec_for(connection).product_kind)
     form = forms.ProductForm(None, account=request.account, connection=connection, catalog=catalog, product=product,
                              read_only=not request.actor.can_write)  # fmt: skip
     wanted = request.GET.get(form.add_prefix("psa_product_id"))

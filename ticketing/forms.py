@@ -10,7 +10,7 @@ missing (seed 004's troubleshooting: "Ensure the status mapping covers all six s
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django import forms
 from django.db import transaction
@@ -18,9 +18,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from hub.models import Account, Tenant
-from integrations import registry
+from integrations import picklists, registry
 from integrations import services as integration_services
 from integrations.models import Connection, Picklist, PsaCompany
+from integrations.picklists import CachedList
 from ticketing import services as ticketing_services
 from ticketing.fields import VENDOR_TICKETING, VendorTicketing
 from ticketing.models import SEVERITIES, STATUSES, Incident, TicketingConfig
@@ -49,10 +50,6 @@ NO_DEFAULT_TEAM = (
     "Cannot find default team for board specified (field: board)”. In ConnectWise go to System > Setup Tables > "
     "Service Board, open the board and set an active Default Team."
 )
-# A refresh asked for longer ago than this is no longer shown as "refreshing".
-REFRESH_SHOWN_FOR = timezone.timedelta(minutes=5)
-# Past this, a list still loading says the worker may be down.
-SLOW_AFTER = timezone.timedelta(minutes=2)
 REOPEN_MAX_HOURS = 24 * 365
 TEST_TICKET_TITLE = "Test ticket from the PSA hub"
 
@@ -76,40 +73,20 @@ def board_change_notice(vendor: str) -> str:
     return f"Existing tickets stay in their {noun}; the change applies to new tickets."
 
 
-@dataclass
-class ChoiceRow:
+@dataclass(kw_only=True)
+class ChoiceRow(CachedList):
     """One select of the page, with the cached list that fills it."""
 
     name: str  # form field name: "board_id", "status_Open", "extra_issue_type_id"
     api: str  # its name in the API and where it is stored: "board_id", "status_map.Open", "extra.issue_type_id"
     label: str
-    kind: str
     group: str  # board | statuses | priorities | fields
     parent: str = ""  # form field name of the parent
     parent_label: str = ""
     required: bool = False
     help: str = ""
     short_label: str = ""  # "Open" in the status table
-    # Filled from the cache:
-    parent_id: str = ""
-    state: str = "ready"  # ready | loading | error | needs_parent
-    error: str = ""  # why the list could not be loaded
-    refreshing: bool = False
-    slow: bool = False
-    fetched_at: object = None
-    items: list[dict] = field(default_factory=list)
     bound: object = None  # the BoundField, for the template
-
-    @property
-    def ids(self) -> set[str]:
-        return {str(item["id"]) for item in self.items}
-
-    def item(self, value: str) -> dict | None:
-        return next((item for item in self.items if str(item["id"]) == str(value)), None)
-
-    def name_of(self, value: str) -> str:
-        item = self.item(value)
-        return item["name"] if item else ""
 
 
 class TicketingForm(forms.Form):
@@ -182,7 +159,7 @@ class TicketingForm(forms.Form):
     def _row_specs(self) -> list[ChoiceRow]:
         spec = self.spec
         board = spec.board
-        rows = [ChoiceRow(board.name, board.name, board.label, board.kind, "board",
+        rows = [ChoiceRow(name=board.name, api=board.name, label=board.label, kind=board.kind, group="board",
                           required=board.required, help=board.help)]
         statuses = (["new"] if spec.new_status else []) + STATUSES
         for status in statuses:
@@ -192,26 +169,26 @@ class TicketingForm(forms.Form):
                 else STATUS_HELP[status]
             )
             rows.append(ChoiceRow(
-                f"status_{status}", f"status_map.{status}", label, spec.statuses_kind,
-                "statuses", parent=html_name(spec.statuses_parent), help=help_text,
+                name=f"status_{status}", api=f"status_map.{status}", label=label, kind=spec.statuses_kind,
+                group="statuses", parent=html_name(spec.statuses_parent), help=help_text,
                 short_label="New tickets" if status == "new" else status,
             ))
         for severity in SEVERITIES:
             rows.append(ChoiceRow(
-                f"priority_{severity}", f"priority_map.{severity}", f"Priority for {severity}",
-                spec.priorities_kind, "priorities", parent=html_name(spec.priorities_parent),
+                name=f"priority_{severity}", api=f"priority_map.{severity}", label=f"Priority for {severity}",
+                kind=spec.priorities_kind, group="priorities", parent=html_name(spec.priorities_parent),
                 help=SEVERITY_HELP[severity], short_label=severity,
             ))
         if spec.default_priority:
             rows.append(ChoiceRow(
-                "default_priority_id", "default_priority_id", "Default priority",
-                spec.priorities_kind, "priorities", parent=html_name(spec.priorities_parent),
+                name="default_priority_id", api="default_priority_id", label="Default priority",
+                kind=spec.priorities_kind, group="priorities", parent=html_name(spec.priorities_parent),
                 help="Applied to tickets whose severity has no priority mapped above.", short_label="Default",
             ))
         for vendor_field in spec.fields:
             rows.append(ChoiceRow(
-                html_name(vendor_field.name), vendor_field.name, vendor_field.label, vendor_field.kind,
-                "fields", parent=html_name(vendor_field.parent), required=vendor_field.required, help=vendor_field.help,
+                name=html_name(vendor_field.name), api=vendor_field.name, label=vendor_field.label, kind=vendor_field.kind,
+                group="fields", parent=html_name(vendor_field.parent), required=vendor_field.required, help=vendor_field.help,
             ))
         labels = {row.name: row.label for row in rows}
         for row in rows:
@@ -227,10 +204,7 @@ class TicketingForm(forms.Form):
     def _entry(self, kind: str, parent_id: str) -> Picklist | None:
         key = (kind, parent_id)
         if key not in self._entries:
-            if self.queue_refresh:
-                self._entries[key] = integration_services.picklist(self.connection, kind, parent_id)
-            else:
-                self._entries[key] = Picklist.objects.filter(connection=self.connection, kind=kind, parent_id=parent_id).first()
+            self._entries[key] = picklists.entry_for(self.connection, kind, parent_id, queue_refresh=self.queue_refresh)
         return self._entries[key]
 
     def _fill(self, row: ChoiceRow, drop_stale: bool) -> None:
@@ -239,22 +213,8 @@ class TicketingForm(forms.Form):
             if not row.parent_id:
                 row.state = "needs_parent"
                 return
-        entry = self._entry(row.kind, row.parent_id)
-        now = timezone.now()
-        if entry is not None and entry.refresh_requested_at is not None:
-            pending = entry.fetched_at is None or entry.refresh_requested_at > entry.fetched_at
-            row.refreshing = pending and now - entry.refresh_requested_at < REFRESH_SHOWN_FOR
-            row.slow = pending and now - entry.refresh_requested_at > SLOW_AFTER
-        if entry is None or entry.fetched_at is None:
-            if entry is not None and entry.error:
-                row.state, row.error = "error", entry.error
-            else:
-                row.state = "loading"
-            return
-        row.fetched_at = entry.fetched_at
-        row.error = entry.error  # a later refresh failed: the list shown is the older one
-        row.items = [item for item in entry.items if item.get("active", True)]
-        if self._drops(row, drop_stale) and self.value(row.name) and self.value(row.name) not in row.ids:
+        row.fill(self._entry(row.kind, row.parent_id))
+        if row.ready and self._drops(row, drop_stale) and self.value(row.name) and self.value(row.name) not in row.ids:
             self._set_initial(row.name, "")
 
     def _drops(self, row: ChoiceRow, drop_stale) -> bool:
