@@ -2,7 +2,9 @@
 a technician's status change in the fake reaches the incident (Halo by a webhook POST, ConnectWise
 by a callback POST, both sent by the test to the URL the hub registered in the fake; Autotask by
 the poll task), the host product's webhook (a tiny local receiver) gets a signed delivery whose
-signature verifies, and the hub does not write the ticket back (the fake's request log)."""
+signature verifies, and the hub does not write the ticket back (the fake's request log). Where the
+fake refuses the webhook/callback (403), the change comes by polling instead; removing the
+integration removes the webhook/callback from the fake."""
 
 from __future__ import annotations
 
@@ -188,3 +190,15 @@ def test_a_status_change_in_the_psa_reaches_the_incident_and_the_host_product(
     time.sleep(0.5)
     assert ticket_writes(psas, vendor, ticket_id) == [], f"{vendor}: the ticket was written back"
     assert len(receiver.calls) == 1
+
+    # Removing the integration removes what the hub registered in the PSA (in a task).
+    def registered() -> list:
+        found = psas.halo.webhooks.values() if vendor == "halo" else psas.connectwise.callbacks.values()
+        return [entry for entry in found if str(connection.pk) in entry.get("url", "")]
+
+    assert len(registered()) == (1 if way in ("webhook", "callback") else 0)
+    hub.call("DELETE", "connection", expect=204)
+    if way in ("webhook", "callback"):
+        wait_for(lambda: not registered(), f"{vendor}: the {way} removed from the PSA", worker=hub.worker)
+        wait_for(lambda: not StatusSync.objects.filter(connection_id=connection.pk).exists(), "the sync row gone",
+                 worker=hub.worker)
