@@ -10,6 +10,10 @@ limiter of integrations.limits), well inside Autotask's 10,000 requests an hour:
 - Halo: GET Tickets?ticketids=<the hub's open or recently closed tickets>, 100 ids a call, and
   those whose last_update is past the watermark.
 The watermark moves to the newest change seen, never back, so a later poll asks for less.
+
+Where a Halo webhook or a ConnectWise callback is registered, the same poll still runs every
+RECONCILE_MINUTES: a change the PSA never delivered (an outage on either side, a Halo webhook
+without the right events) is caught up then. Re-reading a change already applied is a no-op.
 """
 
 from __future__ import annotations
@@ -28,12 +32,20 @@ from ticketing.status_sync import POLL_OVERLAP, poll_minutes
 
 # Halo polls tickets by id: those open, or closed within this long (they may be reopened).
 HALO_RECENT = timezone.timedelta(days=14)
+RECONCILE_MINUTES = 30
+POLLED_MODES = (StatusSync.Mode.POLL, StatusSync.Mode.WEBHOOK, StatusSync.Mode.CALLBACK)
+
+
+def interval(sync: StatusSync) -> timezone.timedelta:
+    minutes = poll_minutes(sync.vendor) if sync.mode == StatusSync.Mode.POLL else RECONCILE_MINUTES
+    return timezone.timedelta(minutes=minutes)
 
 
 def due_syncs():
     now = timezone.now()
-    for sync in StatusSync.objects.filter(mode=StatusSync.Mode.POLL, removing=False):
-        if sync.last_polled_at is None or now - sync.last_polled_at >= timezone.timedelta(minutes=poll_minutes(sync.vendor)) - timezone.timedelta(seconds=5):
+    slack = timezone.timedelta(seconds=5)  # beat runs every minute: do not miss a slot by a hair
+    for sync in StatusSync.objects.filter(mode__in=POLLED_MODES, removing=False):
+        if sync.last_polled_at is None or now - sync.last_polled_at >= interval(sync) - slack:
             yield sync
 
 
@@ -43,7 +55,7 @@ def _iso(value) -> str:
 
 def poll(sync_id: int, correlation_id: str) -> int:
     """One poll of one connection; returns the number of changes applied or skipped."""
-    sync = StatusSync.objects.filter(pk=sync_id, mode=StatusSync.Mode.POLL, removing=False).select_related("account").first()
+    sync = StatusSync.objects.filter(pk=sync_id, mode__in=POLLED_MODES, removing=False).select_related("account").first()
     if sync is None:
         return 0
     connection = Connection.objects.filter(pk=sync.connection_id).first()

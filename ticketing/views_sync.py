@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 
 from hub.tenancy import role_required
 from integrations.models import Connection
-from ticketing import outbound, status_sync
+from ticketing import outbound, polling, status_sync
 from ticketing.models import StatusSync
 
 
@@ -40,6 +40,7 @@ def context_for(account) -> dict:
         "connection": connection,
         "sync": sync,
         "sync_notice": status_sync.fallback_notice(sync),
+        "reconcile_minutes": polling.RECONCILE_MINUTES,
         "attempts": outbound.recent_attempts(account),
     }
 

@@ -387,6 +387,36 @@ def test_poll_applies_changes_since_the_watermark(world, monkeypatch, run):
     assert "already in that status" in logs(account, "ticket.inbound")[0].message and len(logs(account, "ticket.inbound")) == logged + 1
 
 
+def test_webhook_and_callback_syncs_are_still_reconciled_by_a_slow_poll(world, monkeypatch, run, personas, page_client):
+    """A change the PSA never delivered is caught up: every 30 minutes for a webhook/callback,
+    every few minutes when polling is the only way."""
+    account, connection, incident = world
+    now = datetime.now(UTC)
+    sync = StatusSync.objects.create(account=account, connection_id=connection.pk, vendor="connectwise",
+                                     mode=StatusSync.Mode.CALLBACK, secret_hash="x", remote_id="77", remote_object_id="1",
+                                     poll_watermark=now - timedelta(hours=1), last_polled_at=now - timedelta(minutes=20))
+    assert list(polling.due_syncs()) == []
+    StatusSync.objects.filter(pk=sync.pk).update(last_polled_at=now - timedelta(minutes=31))
+    assert [s.pk for s in polling.due_syncs()] == [sync.pk]
+    StatusSync.objects.filter(pk=sync.pk).update(mode=StatusSync.Mode.POLL, last_polled_at=now - timedelta(minutes=6))
+    assert [s.pk for s in polling.due_syncs()] == [sync.pk], "polling alone: every 5 minutes for ConnectWise"
+    StatusSync.objects.filter(pk=sync.pk).update(mode=StatusSync.Mode.NONE)
+    assert list(polling.due_syncs()) == []
+
+    # The reconcile poll applies a change the callback missed.
+    StatusSync.objects.filter(pk=sync.pk).update(mode=StatusSync.Mode.CALLBACK)
+    from integrations.base.ticketing import TicketChange
+
+    ticket = ticket_of(incident)
+    changed = (now - timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    monkeypatch.setattr(memory.MemoryTicketing, "changes_since",
+                        lambda self, since_iso, board_id: [TicketChange(ticket.ticket_id, "11", changed)], raising=False)
+    assert run(polling.poll, sync.pk, "c") == 1
+    assert Incident.objects.get(pk=incident.pk).status == "Done"
+    page = page_client(personas.admin).get(reverse("ticketing_webhook")).content.decode()
+    assert "ConnectWise calls the hub back" in page and "also checks the tickets every 30 minutes" in page
+
+
 @pytest.mark.parametrize("page_name", ["ticketing", "integrations"])
 def test_the_ticketing_and_integration_pages_say_when_status_changes_are_polled(world, personas, page_client, settings, page_name):
     account, connection, _ = world
