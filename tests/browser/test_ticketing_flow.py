@@ -1,6 +1,7 @@
 """Issue 4's whole flow in a real browser, against each vendor's HTTP fake with a real worker:
 the ticketing settings are chosen on the page from the lists the worker loads from the PSA
-("Loading from …", then the choices), the preview says where a ticket would land, incidents
+("Loading from …", then the choices), the preview says where a ticket would land, "Send test
+ticket" makes one real ticket and links to it, incidents
 posted through the API become tickets in the fake on the chosen board/queue with the mapped
 status, priority and company, the Incidents page links each to its PSA ticket, and a status
 change of the incident is followed by the ticket (closed through the mapped status).
@@ -81,6 +82,14 @@ def test_ticketing_set_up_in_the_page_makes_tickets_that_follow_the_incident(
     expect(page.locator("#preview-priority")).to_have_text(words.priorities["Critical"])
     assert not Incident.objects.exists()
 
+    # The test ticket: one real ticket in the PSA, linked from the page once the worker made it.
+    page.get_by_role("button", name="Send test ticket").click()
+    expect(page.locator("#test-ticket-status")).to_have_attribute("data-state", "synced", timeout=WAIT * 1000)
+    test_incident = Incident.objects.select_related("ticket").get()
+    expect(page.locator("#test-ticket-link")).to_have_attribute("href", test_incident.ticket.url)
+    [test_ticket] = fake_tickets(psas, vendor)[f"hub-{account.pk}-{test_incident.pk}"]
+    assert (test_ticket.board, test_ticket.company) == (config.board_id, company.id)
+
     # Incidents from the host product become tickets where the page said.
     posted = []
     for severity in ("Critical", "Low"):
@@ -111,4 +120,4 @@ def test_ticketing_set_up_in_the_page_makes_tickets_that_follow_the_incident(
     assert fake_tickets(psas, vendor)[reference][0].closed
     page.reload()
     expect(row).to_contain_text("Done")
-    assert sum(len(tickets) for tickets in fake_tickets(psas, vendor).values()) == 2  # no duplicate
+    assert sum(len(tickets) for tickets in fake_tickets(psas, vendor).values()) == 3  # the test ticket and two; no duplicate
