@@ -19,7 +19,7 @@ from dataclasses import asdict
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from hub import vault
@@ -65,7 +65,7 @@ def log_action(
         # which decides the connection's health (integrations.health) and the suggested fix.
         handled = sys.exc_info()[1]
         error_kind = handled.kind if isinstance(handled, PsaError) else ""
-    entry = IntegrationLog.objects.create(
+    entry = _create_log(
         account=account,
         connection=connection,
         tenant=tenant,
@@ -80,12 +80,24 @@ def log_action(
     return entry
 
 
+def _create_log(**fields) -> IntegrationLog:
+    """One log row; kept account-wide when its connection was removed while the work ran (the
+    foreign key would refuse the row, and the support log would miss a request the PSA saw)."""
+    try:
+        with transaction.atomic():
+            return IntegrationLog.objects.create(**fields)
+    except IntegrityError:
+        if fields.get("connection") is None:
+            raise
+        return IntegrationLog.objects.create(**{**fields, "connection": None})
+
+
 def request_logger(connection: Connection, action: str, correlation_id: str, tenant: Tenant | None = None, subject: str = ""):
     """The on_request hook: one IntegrationLog row per PSA request, already redacted."""
 
     def record(entry: RequestRecord) -> None:
         failed = entry.status is None or entry.status >= 400
-        IntegrationLog.objects.create(
+        _create_log(
             account_id=connection.account_id,
             connection=connection,
             tenant=tenant,

@@ -609,3 +609,16 @@ def test_no_free_slot_within_max_wait_raises_rate_limited():
     # Buckets are separate (Autotask counts threads per entity).
     with limiter.acquire("Tickets"), limiter.acquire("Companies"):
         pass
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_made_while_the_connection_is_removed_is_still_logged_for_the_account(personas):
+    from integrations.base.client import RequestRecord
+
+    connection = Connection.objects.create(account=personas.account_a, vendor="halo", status=Connection.Status.CONNECTED)
+    record = services.request_logger(connection, "webhook.register", "cid-removed")
+    Connection.objects.filter(pk=connection.pk).delete()  # the removal, in another process, while the request ran
+
+    record(RequestRecord("POST", "https://halo.example/auth/token", "/auth/token", 200, 12, "", "", 1))
+    [row] = IntegrationLog.objects.filter(correlation_id="cid-removed")
+    assert (row.account_id, row.connection_id, row.http_path) == (personas.account_a.pk, None, "/auth/token")
