@@ -311,6 +311,16 @@ def _tenant(request, pk: int) -> Tenant:
     return get_object_or_404(Tenant.objects.for_account(request.account), pk=pk)
 
 
+def _posted_tenants(request) -> list[Tenant] | None:
+    """The one tenant a run or an approval is limited to (POST "tenant"), or None for all."""
+    tenant_pk = request.POST.get("tenant", "")
+    if not tenant_pk:
+        return None
+    if not tenant_pk.isdigit():
+        raise Http404("No such tenant.")
+    return [_tenant(request, int(tenant_pk))]
+
+
 def _mapping_form(request, connection, tenant, product, data=None, **kwargs) -> forms.TenantMappingForm:
     mapping = BillingMapping.objects.for_account(request.account).filter(tenant=tenant, product=product).first()
     company = CompanyMapping.objects.for_account(request.account).filter(tenant=tenant).first()
@@ -449,12 +459,7 @@ def run_start(request):
     if _connection(request) is None:
         raise Http404("No PSA linked.")
     apply = request.POST.get("apply") == "1"
-    tenants = None
-    tenant_pk = request.POST.get("tenant", "")
-    if tenant_pk:
-        if not tenant_pk.isdigit():
-            raise Http404("No such tenant.")
-        tenants = [_tenant(request, int(tenant_pk))]
+    tenants = _posted_tenants(request)
     try:
         run = services.start_run(request.account, trigger=BillingRun.Trigger.MANUAL, apply=apply, tenants=tenants,
                                  requested_by=request.user, label=_actor_label(request))  # fmt: skip
@@ -519,12 +524,7 @@ def run_body(request, pk: int):
 @role_required(OPERATOR)
 def run_approve(request, pk: int):
     run = _run(request, pk)
-    tenants = None
-    tenant_pk = request.POST.get("tenant", "")
-    if tenant_pk:
-        if not tenant_pk.isdigit():
-            raise Http404("No such tenant.")
-        tenants = [_tenant(request, int(tenant_pk))]
+    tenants = _posted_tenants(request)
     try:
         count = services.approve_run(run, by=_actor_label(request), tenants=tenants)
     except services.BillingRefused as exc:

@@ -494,7 +494,7 @@ def report(results: list[VendorResult], args, where: str, budgets: dict) -> bool
           f"one product ({PRODUCT_KEY})")  # fmt: skip
     print(f"  {where}; engine: billing.services.start_run -> billing.execute_run (Celery eager, in this process), "
           "real adapters over HTTP")  # fmt: skip
-    print(f"  request budgets: " + "; ".join(f"{slug} {text}" for slug, text in budgets.items() if slug in args.vendors))
+    print("  request budgets: " + "; ".join(f"{slug} {text}" for slug, text in budgets.items() if slug in args.vendors))
     ok = True
     for r in results:
         print("-" * 86)

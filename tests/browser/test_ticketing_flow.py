@@ -12,37 +12,22 @@ The link itself is made through the API (tests/browser/test_link_psa.py covers i
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 from playwright.sync_api import expect
 
-from integrations import services as integration_services
+from ticketing.fields import VENDOR_TICKETING
 from ticketing.models import Incident, TicketingConfig
-from tests.factories import make_tenant
 from tests.fakes.tickets import VENDORS, fake_tickets, forget_earlier_tickets
-from tests.flows import WAIT, link_through_api
+from tests.flows import WAIT, link_through_api, map_fake_company, wait_for
 
 pytestmark = pytest.mark.browser
-
-PSA = {"connectwise": "ConnectWise", "autotask": "Autotask", "halo": "Halo"}
-BOARD_LABEL = {"connectwise": "Service Board", "autotask": "Queue", "halo": "Ticket Type"}
-
 
 def choose(page, label: str, option: str) -> None:
     """Pick an option once the worker has brought the list in from the PSA (the page polls)."""
     select = page.get_by_role("combobox", name=re.compile(rf"^{re.escape(label)}( \(required\))?$"))
     expect(select.locator("option", has_text=option)).not_to_have_count(0, timeout=WAIT * 1000)
     select.select_option(label=option)
-
-
-def wait_for(check, what: str, worker):
-    deadline = time.monotonic() + WAIT
-    while not (value := check()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {WAIT} s\n--- worker log ---\n{worker.log_tail(60)}")
-        time.sleep(0.2)
-    return value
 
 
 @pytest.mark.parametrize("vendor", list(VENDORS))
@@ -53,16 +38,13 @@ def test_ticketing_set_up_in_the_page_makes_tickets_that_follow_the_incident(
     forget_earlier_tickets(psas)
     api = api_for(account)
     connection = link_through_api(api, account, psas, vendor, worker_process)
-    provider = integration_services.build_provider(connection, action="test.companies", correlation_id="test")
-    [company] = [c for c in provider.companies(words.company.split()[0]) if c.name == words.company]
-    tenant = make_tenant(account, name="Globex", external_id=f"globex-{vendor}")
-    integration_services.map_tenant(account, tenant, company.id, company.name)
+    company = map_fake_company(account, connection, vendor)
 
     # The settings, chosen from the PSA's own lists.
     sign_in(personas.admin)
     page.get_by_role("navigation", name="Settings").get_by_role("link", name="Ticketing").click()
     expect(page.get_by_role("heading", name="Ticketing", exact=True)).to_be_visible()
-    choose(page, BOARD_LABEL[vendor], words.board)
+    choose(page, VENDOR_TICKETING[vendor].board.label, words.board)
     for status, name in words.statuses.items():
         choose(page, "Status for new tickets" if status == "new" else f"Status for {status}", name)
     for severity, name in words.priorities.items():

@@ -12,4 +12,18 @@ committed rows: `transactional_db` or `live_server`.
 
 from __future__ import annotations
 
+import pytest
+
+from tests.factories import make_api_key
+from tests.flows import Hub
 from tests.worker import worker_process, worker_session  # noqa: F401 - the tier's fixtures
+
+
+@pytest.fixture
+def hub(live_server, personas, worker_process):  # noqa: F811 - the fixture imported above
+    """Account A's host product, with an API key, over the live server."""
+    _, key = make_api_key(personas.account_a)
+    hub = Hub(live_server.url, key, worker_process)
+    yield hub
+    # A kept-alive connection keeps a live-server thread, and its database session, open.
+    hub.session.close()

@@ -9,7 +9,6 @@ and a deactivated catalog item; Autotask a missing permission naming both module
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -20,26 +19,14 @@ from integrations.autotask.billing import DUPLICATE, EXPIRED, FUTURE_START
 from integrations.connectwise.billing import MULTIPLE_AGREEMENTS
 from integrations.models import IntegrationLog
 from tests.factories import make_tenant
-from tests.flows import link_through_api
+from tests.flows import link_through_api, wait_for
 
 pytestmark = pytest.mark.integration
 
-POLL = 0.2
 CATALOG_FIX = (
     "Ensure the selected catalog item still exists in ConnectWise and has not been deactivated, or map another "
     "catalog item."
 )
-
-
-def wait_for(check, what: str, worker, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout} s\n--- worker log ---\n{worker.log_tail(60)}")
-        time.sleep(POLL)
 
 
 @pytest.fixture

@@ -15,22 +15,12 @@ from hub.tenancy import SUPPORT
 from integrations import health, registry, services
 from integrations.models import Connection, IntegrationLog
 from tests.factories import make_user
+from tests.flows import wait_for
 
 pytestmark = pytest.mark.integration
 
-WAIT = 60
 # Headers may be folded over two lines by the e-mail package.
 SUBJECT = re.compile(r"Subject: \[PSA hub\] ConnectWise Manage connection of Acme IT:\s+Credentials\s+rejected")
-
-
-def wait_for(what: str, check, worker, timeout: float = WAIT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    pytest.fail(f"Waited {timeout}s for {what}.\n--- worker log ---\n{worker.log_tail(60)}")
 
 
 def link_connectwise(account, psas) -> Connection:
@@ -47,7 +37,7 @@ def test_revoked_keys_turn_credentials_rejected_and_admins_get_one_email(
     make_user("ada@acme.example", account=personas.account_a)  # a second admin
     make_user("sid@acme.example", account=personas.account_a, role=SUPPORT)  # not an admin: no e-mail
     connection = link_connectwise(personas.account_a, psas)
-    wait_for("the first verification", lambda: Connection.objects.get(pk=connection.pk).status == "connected",
+    wait_for(lambda: Connection.objects.get(pk=connection.pk).status == "connected", "the first verification",
              worker_process)
     connection.refresh_from_db()
     assert connection.health_state == Connection.Health.HEALTHY
@@ -56,8 +46,8 @@ def test_revoked_keys_turn_credentials_rejected_and_admins_get_one_email(
     services.queue_verification(connection, services.new_correlation_id())
 
     connection = wait_for(
-        "Credentials rejected",
         lambda: Connection.objects.filter(pk=connection.pk, health_state="credentials_rejected", health_notified="credentials_rejected").first(),
+        "Credentials rejected",
         worker_process,
     )
     failure = IntegrationLog.objects.filter(connection=connection, action="connection.verify", outcome="error",
@@ -75,10 +65,10 @@ def test_revoked_keys_turn_credentials_rejected_and_admins_get_one_email(
     services.queue_company_import(connection)
     services.queue_verification(connection, services.new_correlation_id())
     wait_for(
-        "the import and the second verification to fail",
         lambda: IntegrationLog.objects.filter(connection=connection, action="import.companies", outcome="error").exists()
         and IntegrationLog.objects.filter(connection=connection, action="connection.verify", outcome="error",
                                           http_method="").count() >= 2,
+        "the import and the second verification to fail",
         worker_process,
     )
     # The beat's evaluation, here in the test process: nothing new to tell.
@@ -87,7 +77,7 @@ def test_revoked_keys_turn_credentials_rejected_and_admins_get_one_email(
 
     notices = IntegrationLog.objects.filter(connection=connection, action="connection.health",
                                             message__startswith="E-mailed")
-    wait_for("the notice to be logged", notices.exists, worker_process)
+    wait_for(notices.exists, "the notice to be logged", worker_process)
     time.sleep(1)  # anything a late task would still send
     assert notices.count() == 1
     assert notices.get().message.startswith("E-mailed 2 admins: [PSA hub] ConnectWise Manage connection of Acme IT: "
@@ -102,9 +92,8 @@ def test_revoked_keys_turn_credentials_rejected_and_admins_get_one_email(
     # The keys work again (new keys entered and verified): the admins hear it works again.
     psas.connectwise.restore()
     services.queue_verification(connection, services.new_correlation_id())
-    wait_for("Healthy again",
-             lambda: Connection.objects.filter(pk=connection.pk, health_state="healthy", health_notified="healthy").exists(),
-             worker_process)
-    wait_for("the recovery notice", lambda: re.search(r"connection of Acme IT\s+works\s+again", worker_process.log()),
+    wait_for(lambda: Connection.objects.filter(pk=connection.pk, health_state="healthy", health_notified="healthy").exists(),
+             "Healthy again", worker_process)
+    wait_for(lambda: re.search(r"connection of Acme IT\s+works\s+again", worker_process.log()), "the recovery notice",
              worker_process)
     assert len(SUBJECT.findall(worker_process.log())) == 2

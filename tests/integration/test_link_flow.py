@@ -19,11 +19,11 @@ from integrations import services, tasks
 from integrations.models import CompanyMapping, Connection, IntegrationLog, Picklist, PsaCompany
 from tests.factories import make_tenant
 from tests.fakes.servers import VENDORS
+from tests.flows import wait_for
 from tests.psa_log import assert_every_request_logged, assert_no_secret_recorded, wait_until_idle
 
 pytestmark = pytest.mark.integration
 
-POLL = 0.2
 # The tenants of each vendor's flow: matched by name (exact, normalised) and one mapped by hand.
 TENANTS = {
     "connectwise": [("Acme Dental", "exact", "Acme Dental"), ("Globex Corp.", "normalised", "Globex Corporation"),
@@ -41,18 +41,6 @@ AUTH_HINT = {
     "autotask": "Re-enter the Username, Password, and Tracking Identifier.",
     "halo": "Verify Tenant, Resource Server (without /api), Client ID, and Client Secret.",
 }
-
-
-def wait_for(check, what: str, timeout: float = 30, worker=None):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            tail = f"\n--- worker log ---\n{worker.log_tail()}" if worker else ""
-            pytest.fail(f"{what}: not within {timeout} s{tail}")
-        time.sleep(POLL)
 
 
 class RecordingApi:
@@ -92,7 +80,7 @@ class RecordingApi:
                 pytest.fail(f"verification failed: {body['last_error']}\n{worker.log_tail()}")
             return body if body["status"] == wanted else None
 
-        return wait_for(reached, f"connection status {wanted!r}", timeout, worker)
+        return wait_for(reached, f"connection status {wanted!r}", worker, timeout)
 
 
 @pytest.fixture
@@ -394,7 +382,7 @@ def test_a_429_storm_backs_off_and_finishes(worker_process, transactional_db, pe
     started = time.monotonic()
     assert page_client(personas.admin).post("/settings/integrations/import/").status_code == 302
     connection = Connection.objects.get(account=account)
-    wait_for(lambda: Connection.objects.get(pk=connection.pk).companies_imported_at, "the import", 40, worker_process)
+    wait_for(lambda: Connection.objects.get(pk=connection.pk).companies_imported_at, "the import", worker_process, 40)
     took = time.monotonic() - started
 
     assert PsaCompany.objects.filter(connection=connection).count() > 600

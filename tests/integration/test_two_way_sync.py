@@ -21,9 +21,8 @@ import requests
 from integrations.models import Connection
 from ticketing import outbound, tasks
 from ticketing.models import Incident, StatusSync, Ticket
-from tests.factories import make_api_key
 from tests.fakes import autotask_server, connectwise_server
-from tests.integration.test_ticket_delivery import Hub, link_and_configure, wait_for
+from tests.flows import link_and_configure, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -66,14 +65,6 @@ def receiver():
     r = Receiver()
     yield r
     r.stop()
-
-
-@pytest.fixture
-def hub(live_server, personas, worker_process):
-    _, key = make_api_key(personas.account_a)
-    hub = Hub(live_server.url, key, worker_process)
-    yield hub
-    hub.session.close()
 
 
 def ticket_writes(psas, vendor: str, ticket_id: str) -> list:

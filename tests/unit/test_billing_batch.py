@@ -63,7 +63,7 @@ def sync(account, django_capture_on_commit_callbacks) -> BillingRun:
 
 
 def test_lines_are_written_in_batches_each_with_its_own_outcome(account, _psa, django_capture_on_commit_callbacks):
-    made = tenants(account, [("Acme", "1", 12), ("Bravo", "2", 5), ("Charlie", "3", 7), ("Delta", "4", 9), ("Echo", "5", 3)])
+    tenants(account, [("Acme", "1", 12), ("Bravo", "2", 5), ("Charlie", "3", 7), ("Delta", "4", 9), ("Echo", "5", 3)])
     billing_book.set("1", "", "1", 10)
     billing_book.set("4", "", "1", 9)  # already equal: unchanged in the plan, not in the writing phase
     billing_book.write_errors[("3", "", "1")] = InvalidError("Halo refused the licence: count is not valid.", field="count")

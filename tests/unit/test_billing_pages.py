@@ -93,7 +93,7 @@ def test_products_come_from_the_cached_list_and_tenants_are_all_listed(admin, ac
     connect(account, vendor)
     product = product_of(account, vendor)
     mapped = tenant_of(account, vendor)
-    unmapped = make_tenant(account, "Zeta Unmapped", "zeta")  # no company mapping, no billing mapping
+    make_tenant(account, "Zeta Unmapped", "zeta")  # no company mapping, no billing mapping
     usage(account, mapped, 17)
 
     html = text(admin.get(URL))

@@ -12,7 +12,7 @@ import time_machine
 from django.utils import timezone
 
 from billing import selectors, services, tasks
-from billing.models import BillingItem, BillingMapping, BillingRun, BillingSettings, Mode, Usage
+from billing.models import BillingItem, BillingMapping, BillingRun, BillingSettings, Mode
 from integrations import services as integration_services
 from integrations.autotask.billing import DUPLICATE, EXPIRED, FUTURE_START
 from integrations.base.errors import BlockedError, NotFoundError, PermissionMissingError
@@ -298,7 +298,7 @@ def test_unmapped_tenants_are_listed_as_unmapped(account, product, connection, r
     report(account, mapped, 4)
     usage_only = make_tenant(account, "Usage Only", "usage-only")
     report(account, usage_only, 6)
-    nothing = make_tenant(account, "Nothing Yet", "nothing")
+    make_tenant(account, "Nothing Yet", "nothing")
     no_company = make_tenant(account, "No Company", "no-company")
     services.set_billing_mapping(account, no_company, product, {"agreement_id": "3009"})
     report(account, no_company, 1)

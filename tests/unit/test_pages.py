@@ -12,7 +12,7 @@ from django.test import Client
 
 from hub.models import ApiKey, Membership, Tenant
 from hub.tenancy import SESSION_KEY, SUPPORT
-from tests.factories import PASSWORD, make_account, make_api_key, make_tenant, make_user
+from tests.factories import PASSWORD, make_api_key, make_tenant, make_user
 
 pytestmark = pytest.mark.django_db
 

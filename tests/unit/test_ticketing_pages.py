@@ -14,7 +14,7 @@ from integrations.models import CompanyMapping, Connection, IntegrationLog, Pick
 from ticketing.forms import NO_DEFAULT_TEAM, TEST_TICKET_TITLE
 from ticketing.models import Incident, IncidentNote, Ticket, TicketingConfig
 from tests.factories import make_tenant
-from tests.fakes.memory import TICKETING_LISTS, cache_ticketing_lists
+from tests.fakes.memory import cache_ticketing_lists
 
 pytestmark = pytest.mark.django_db
 
@@ -516,7 +516,7 @@ def test_preview_of_an_unmapped_tenant(personas, admin_page):
     html = text(admin_page.get(f"{URL}preview/", {"tenant": tenant.pk, "severity": "High"}, **HX))
     assert 'data-ready="false"' in html
     assert "Tenant “Initech” is not mapped to a PSA company and no default company is set." in html
-    assert f'href="/settings/integrations/companies/?q=initech"' in html
+    assert 'href="/settings/integrations/companies/?q=initech"' in html
     PsaCompany.objects.create(connection=connection, company_id="250", name="Acme Corp")
     config.default_company_id, config.default_company_name = "250", "Acme Corp"
     config.save()
