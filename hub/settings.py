@@ -227,7 +227,7 @@ else:
     CACHES = {
         "default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(DATA_DIR / "cache")}
     }
-    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_URL = "hubfs://"  # kombu's filesystem transport, writing whole messages (hub/broker.py)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
         "data_folder_out": str(_broker_dir / "queue"),
