@@ -244,13 +244,10 @@ class TicketingForm(forms.Form):
             choices.append((current, current))
         attrs = {"data-kind": row.kind}
         if row.name in self._parents:
-            attrs.update({
-                "hx-get": reverse("ticketing_fields"),
-                "hx-trigger": "change",
-                "hx-target": "#config-fields",
-                "hx-swap": "outerHTML",
-                "hx-include": "#config-fields",
-            })
+            # The form listens for this change (templates/ticketing/settings.html): a listener on
+            # the select itself is attached only after htmx settles a swap, so a quick second
+            # change was lost.
+            attrs["data-reloads-fields"] = "true"
         return forms.CharField(required=False, label=row.label, help_text=row.help, widget=forms.Select(choices=choices, attrs=attrs))
 
     def _company_choices(self) -> list[tuple[str, str]]:

@@ -264,8 +264,11 @@ def test_changing_the_board_rerenders_its_statuses_and_clears_the_old_ones(perso
 
 def test_the_board_select_asks_for_the_rerender(personas, admin_page):
     connect(personas.account_a)
-    html = field_html(text(admin_page.get(URL)), "board_id")
-    assert f'hx-get="{URL}fields/"' in html and 'hx-trigger="change"' in html and 'hx-target="#config-fields"' in html
+    page = text(admin_page.get(URL))
+    assert 'data-reloads-fields="true"' in field_html(page, "board_id")
+    # The form, which is never swapped, listens: a select's own listener came only after htmx settled.
+    form = re.search(r'<form[^>]*id="ticketing-form"[^>]*>', page).group(0)
+    assert f'hx-get="{URL}fields/"' in form and "data-reloads-fields" in form and 'hx-target="#config-fields"' in form
 
 
 def test_a_new_boards_statuses_not_cached_yet_are_loading(personas, admin_page, queued, django_capture_on_commit_callbacks):
