@@ -81,7 +81,7 @@ class ConnectionView(APIView):
         if not form.is_valid():
             raise exceptions.ValidationError({f"credentials.{k}": v for k, v in form.errors.items()})
         config, secrets = form.config_and_secrets()
-        refused = services.refused_hosts(config)
+        refused = services.refused_hosts(vendor, config)
         if refused:
             first_field_per_message = {message: name for name, message in reversed(refused.items())}
             raise exceptions.ValidationError({f"credentials.{name}": [message] for message, name in first_field_per_message.items()})

@@ -1,10 +1,9 @@
 """Per-connection request budgets and concurrency caps, shared by every worker process.
 
 They live in Django's cache: Redis in production (atomic INCR, shared by all workers), a
-file cache in the embedded default (one machine, good enough). Vendor defaults come from
-the fact sheets: Autotask allows 10,000 requests an hour per database and 3 simultaneous
-requests per entity endpoint; Halo about 700 per 5 minutes; ConnectWise throttles around
-1,000 a minute. We stay below each, since the MSP's other integrations share the budget.
+file cache in the embedded default (one machine, good enough). Each PSA declares its budget on
+its provider (`Provider.budget`, from its fact sheet, below the PSA's own limit since the MSP's
+other integrations share it).
 """
 
 from __future__ import annotations
@@ -13,29 +12,13 @@ import contextlib
 import random
 import time
 import uuid
-from dataclasses import dataclass
-
 from django.core.cache import cache
 
+from integrations.base.budget import RequestBudget
 from integrations.base.errors import RateLimitedError
 
 # Buckets per window: the budget is checked over a sliding window of this many slices.
 _SLICES = 60
-
-
-@dataclass(frozen=True)
-class LimitPolicy:
-    max_requests: int
-    window_seconds: int
-    max_concurrent: int
-
-
-VENDOR_POLICIES = {
-    # Leave a quarter of Autotask's hourly 10,000 to the MSP's other integrations.
-    "autotask": LimitPolicy(max_requests=7_500, window_seconds=3600, max_concurrent=3),
-    "halo": LimitPolicy(max_requests=600, window_seconds=300, max_concurrent=4),
-    "connectwise": LimitPolicy(max_requests=600, window_seconds=60, max_concurrent=6),
-}
 
 
 class CacheLimiter:
@@ -44,7 +27,7 @@ class CacheLimiter:
     def __init__(
         self,
         connection_id: str,
-        policy: LimitPolicy,
+        policy: RequestBudget,
         *,
         max_wait: float = 30.0,
         lease_seconds: int = 300,

@@ -9,8 +9,7 @@ from django.utils import timezone
 
 from hub.models import Account, Tenant
 from hub.tenancy import AccountScopedManager
-
-VENDOR_CHOICES = [("connectwise", "ConnectWise Manage"), ("autotask", "Autotask"), ("halo", "Halo PSA")]
+from integrations import registry
 
 
 class Connection(models.Model):
@@ -31,7 +30,7 @@ class Connection(models.Model):
     # A UUID made before saving, so the bundle can be bound to its row at encryption time.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     account = models.OneToOneField(Account, on_delete=models.CASCADE, related_name="connection")
-    vendor = models.CharField(max_length=16, choices=VENDOR_CHOICES)
+    vendor = models.CharField(max_length=16, choices=registry.choices)  # a callable: a new PSA needs no migration
     # Values that may be shown (site, company id, discovered zone or codebase...).
     config = models.JSONField(default=dict, blank=True)
     # Never rendered, serialised or logged; only integrations.services.load_credentials decrypts.

@@ -29,7 +29,7 @@ from integrations.base import netguard
 from integrations.base.client import RequestRecord, Transport
 from integrations.base.errors import PsaError
 from integrations.base.provider import PermissionReport, Provider
-from integrations.limits import VENDOR_POLICIES, CacheLimiter
+from integrations.limits import CacheLimiter
 from integrations.models import CompanyMapping, Connection, IntegrationLog, Picklist, PsaCompany
 
 logger = logging.getLogger(__name__)
@@ -148,13 +148,9 @@ def _store_credentials(connection: Connection, secrets: dict) -> None:
 
 
 def vendor_config(connection: Connection) -> dict:
-    """The shown config plus the hub's own vendor settings the adapters need."""
-    config = dict(connection.config)
-    if connection.vendor == "connectwise":
-        config["client_id"] = settings.CONNECTWISE_CLIENT_ID
-    elif connection.vendor == "autotask":
-        config["zone_discovery_url"] = settings.AUTOTASK_ZONE_DISCOVERY_URL
-    return config
+    """The shown config plus the hub's own settings the PSA's adapters need (hub_settings)."""
+    hub_values = {key: getattr(settings, name) for key, name in registry.provider(connection.vendor).hub_settings.items()}
+    return {**connection.config, **hub_values}
 
 
 class CacheTokenStore:
@@ -184,23 +180,19 @@ def build_provider(
 ) -> Provider:
     """A provider for one piece of work; `config_overrides` adds feature settings the adapter
     reads from its config (e.g. the Halo note outcome chosen on the Ticketing page)."""
+    provider_class = registry.get(connection.vendor).provider
     transport = Transport(
         allow_private=settings.PSA_ALLOW_PRIVATE_HOSTS,
         read_timeout=settings.PSA_HTTP_TIMEOUT,
         # A concurrency slot is held for one request, so it outlives the request's timeouts and
         # little more: one left by a killed worker frees itself in about a minute, where the
         # default lease (5 minutes) held the connection at reduced concurrency, or stopped it.
-        limiter=CacheLimiter(str(connection.pk), VENDOR_POLICIES[connection.vendor],
+        limiter=CacheLimiter(str(connection.pk), provider_class.budget,
                              lease_seconds=int(settings.PSA_HTTP_TIMEOUT + Transport.connect_timeout) + 20),
         on_request=request_logger(connection, action, correlation_id, tenant, subject),
     )
-    provider_class = registry.get(connection.vendor).provider
     config = {**vendor_config(connection), **(config_overrides or {})}
-    return provider_class(config, load_credentials(connection), transport, **_provider_extras(connection))
-
-
-def _provider_extras(connection: Connection) -> dict:
-    return {"token_store": CacheTokenStore(connection)} if connection.vendor == "halo" else {}
+    return provider_class(config, load_credentials(connection), transport, token_store=CacheTokenStore(connection))
 
 
 FAILED = object()
@@ -243,14 +235,10 @@ def failure_message(exc: Exception) -> str:
 # --- linking ---------------------------------------------------------------------------------
 
 
-# Config values that hold a host the user typed (ConnectWise site, Halo servers).
-TYPED_HOSTS = ("site", "api_host", "resource_server", "auth_server")
-
-
-def refused_hosts(config: dict) -> dict[str, str]:
+def refused_hosts(vendor: str, config: dict) -> dict[str, str]:
     """{config field: why} for typed hosts that may not be used, checked before saving."""
     refused = {}
-    for name in TYPED_HOSTS:
+    for name in registry.provider(vendor).typed_host_fields:
         try:
             netguard.check_typed_host(str(config.get(name) or ""), allow_private=settings.PSA_ALLOW_PRIVATE_HOSTS)
         except PsaError as exc:

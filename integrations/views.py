@@ -91,7 +91,7 @@ def link(request, vendor: str):
     )
     if request.method == "POST" and form.is_valid():
         config, secrets = form.config_and_secrets()
-        refused = services.refused_hosts(config)
+        refused = services.refused_hosts(vendor, config)
         shown = set()
         for name, message in refused.items():
             if message not in shown:  # a derived host (ConnectWise's API host) repeats the typed one

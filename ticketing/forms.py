@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from django import forms
 from django.db import transaction
-from django.urls import reverse
 from django.utils import timezone
 
 from hub.models import Account, Tenant

@@ -14,6 +14,9 @@ from integrations.autotask import parse, zones
 from integrations.autotask.billing import AutotaskBilling
 from integrations.autotask.client import AutotaskClient, query_all, query_body
 from integrations.autotask.ticketing import AutotaskTicketing
+from integrations.autotask.webhooks import AutotaskStatusSync
+from integrations.base.billing import BillingFields
+from integrations.base.budget import RequestBudget
 from integrations.base.client import Transport
 from integrations.base.errors import (
     AuthFailedError,
@@ -31,6 +34,7 @@ from integrations.base.provider import (
     Provider,
     VerifyResult,
 )
+from integrations.base.ticketing import ChoiceField, TicketingFields
 
 IN_LIMIT = 500
 RECURRING_SERVICE = 7  # contractType of Recurring Service contracts (ContractServicesEntity.htm)
@@ -69,11 +73,15 @@ PROBES = (
 class AutotaskProvider(Provider):
     slug = "autotask"
     name = "Autotask"
+    display_name = "Autotask"
+    link_form = "integrations.autotask.forms.AutotaskLinkForm"
     # The Username stays shown (config): it is an identifier, not a credential on its own; zone
     # discovery takes it without authentication, and the admin needs to see which API user is
     # linked to find it in Autotask when it is locked or its security level needs a change.
     secret_fields = ("secret", "integration_code")
     config_fields = ("username",)
+    host_fields = ("zone_url",)  # discovered from the username, never typed
+    hub_settings = {"zone_discovery_url": "AUTOTASK_ZONE_DISCOVERY_URL"}
     # Companies are not a picklist here: the service layer imports them through companies().
     picklist_kinds = {
         **{kind: None for kind in TICKET_PICKLISTS},
@@ -83,6 +91,35 @@ class AutotaskProvider(Provider):
         "contract_services": "contract",
         "services": None,
     }
+    # 10,000 requests an hour per database and 3 at once per entity endpoint (fact sheet); a
+    # quarter of the hour's budget is left to the MSP's other integrations.
+    budget = RequestBudget(max_requests=7_500, window_seconds=3600, max_concurrent=3)
+    ticketing_fields = TicketingFields(
+        board=ChoiceField("board_id", "Queue", "queues", required=True, help="New tickets go to this queue."),
+        board_noun="queue",
+        statuses_kind="statuses", statuses_parent="",
+        priorities_kind="priorities", priorities_parent="",
+        new_status=True,
+        fields=(
+            ChoiceField("type_id", "Ticket Type", "ticket_types"),
+            ChoiceField("source_id", "Source", "sources"),
+            ChoiceField("extra.issue_type_id", "Issue Type", "issue_types"),
+            ChoiceField("extra.sub_issue_type_id", "Sub-issue Type", "sub_issue_types", parent="extra.issue_type_id"),
+        ),
+    )
+    billing_fields = BillingFields(
+        name="Autotask", product_noun="service", agreement_noun="contract", needs_agreement=True,
+        product_kind="services", product_label="Service", company_label="Customer (Autotask Company)",
+        company_choice=True, agreement_kind="contracts", agreement_label="Contract", line_kind="contract_services",
+        line_label="Service line item", line_parent="agreement",
+        line_help="The contract's service line that carries the units. Units change through a contract service "
+        "adjustment for the difference, effective today.",
+        line_product_key="service_id",
+    )
+    status_sync = AutotaskStatusSync()
+    permissions = {key: (label, parse.FIX.format(module=entity)) for key, label, _, entity, _ in PROBES}
+    secret_headers = ("Secret", "ApiIntegrationCode", "UserName")
+    credentials_hint = "the Username, Secret and Tracking Identifier of the API user (Security Level “API User (system)”)"
 
     def __init__(
         self,
@@ -91,8 +128,9 @@ class AutotaskProvider(Provider):
         transport: Transport | None = None,
         *,
         today: Callable[[], date] | None = None,
+        **kwargs,
     ):
-        super().__init__(config, secrets, transport)
+        super().__init__(config, secrets, transport, **kwargs)
         self.today = today or date.today
         self._client: AutotaskClient | None = None
         # One entityInformation/fields answer serves every ticket picklist kind.

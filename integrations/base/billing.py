@@ -38,6 +38,29 @@ class BillingLine:
     label: str = ""  # e.g. "Agreement “Managed Security” / Addition 901"
 
 
+@dataclass(frozen=True)
+class BillingFields:
+    """How billing is called on this PSA and where the billing pages' lists come from."""
+
+    name: str  # the PSA as billing messages name it
+    product_noun: str  # "catalog item", "service", "item"
+    agreement_noun: str  # "agreement", "contract", "licence"
+    needs_agreement: bool  # a tenant needs an agreement/contract mapped before it can be billed
+    product_kind: str  # picklist kind of the products
+    product_label: str  # "Catalog Item"
+    company_label: str
+    company_choice: bool  # the operator picks the company (Autotask's "Customer")
+    agreement_kind: str = ""
+    agreement_label: str = ""
+    line_kind: str = ""
+    line_label: str = ""
+    line_parent: str = ""  # "agreement" | "company"
+    overrides: bool = False  # invoice description and unit price/cost are sent (ConnectWise additions)
+    line_help: str = ""
+    # The mapping key of the product's own id on a line ("service_id" for Autotask, else "item_id").
+    line_product_key: str = "item_id"
+
+
 class BillingAdapter(ABC):
     # How many lines the billing service hands to write_quantities at once; 1: one write_quantity
     # per line. A PSA that takes many lines in one write request (Halo) says how many.

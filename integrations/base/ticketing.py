@@ -49,6 +49,39 @@ class TicketChange:
     changed_at_iso: str = ""
 
 
+@dataclass(frozen=True)
+class ChoiceField:
+    """One choice on the Ticketing page, filled from a cached PSA list."""
+
+    # TicketingConfig attribute, or "extra.<key>": extra keys reach the adapter both in the
+    # ticket draft and in the provider's config (e.g. Halo's note outcome, Autotask's issue type).
+    name: str
+    label: str  # in the PSA's own words
+    kind: str  # picklist kind of the vendor's provider
+    parent: str = ""  # the field whose value is the list's parent id
+    required: bool = False
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class TicketingFields:
+    """What the Ticketing page asks for on this PSA, and which list fills each choice."""
+
+    board: ChoiceField  # the board / queue / ticket type
+    board_noun: str  # "board", "queue", "ticket type": how the pages name the board choice
+    statuses_kind: str
+    statuses_parent: str  # "" when statuses do not depend on the board
+    priorities_kind: str
+    priorities_parent: str
+    new_status: bool = False  # a separate "Status for new tickets" (Autotask, seed 001)
+    default_priority: bool = False  # an optional default priority (ConnectWise, seed 000)
+    default_company: bool = True
+    fields: tuple[ChoiceField, ...] = ()  # type, subtype, source, team...
+    # The picklist kind whose items of a board say whether it has an active Default Team
+    # (ConnectWise, seed 000 step 3.5); "" where the PSA has no such rule.
+    default_team_kind: str = ""
+
+
 class TicketingAdapter(ABC):
     @abstractmethod
     def find_by_reference(self, reference: str) -> TicketRef | None:

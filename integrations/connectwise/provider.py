@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from urllib.parse import quote
 
+from integrations.base.billing import BillingFields
+from integrations.base.budget import RequestBudget
 from integrations.base.client import Transport
 from integrations.base.errors import (
     AuthFailedError,
@@ -31,7 +33,9 @@ from integrations.base.provider import (
 from integrations.connectwise import parse
 from integrations.connectwise.billing import ConnectWiseBilling
 from integrations.connectwise.client import DEFAULT_CODEBASE, PERMISSIONS, ConnectWiseClient
+from integrations.base.ticketing import ChoiceField, TicketingFields
 from integrations.connectwise.ticketing import ConnectWiseTicketing
+from integrations.connectwise.webhooks import ConnectWiseStatusSync
 
 COMPANY_FIELDS = "id,identifier,name,status,deletedFlag"
 CONTACT_FIELDS = "id,firstName,lastName,company,inactiveFlag,communicationItems"
@@ -40,8 +44,13 @@ CONTACT_FIELDS = "id,firstName,lastName,company,inactiveFlag,communicationItems"
 class ConnectWiseProvider(Provider):
     slug = "connectwise"
     name = "ConnectWise"
+    display_name = "ConnectWise Manage"
+    link_form = "integrations.connectwise.forms.ConnectWiseLinkForm"
     secret_fields = ("private_key",)
     config_fields = ("company_id", "site", "public_key")
+    typed_host_fields = ("site", "api_host")
+    host_fields = ("site", "api_host")
+    hub_settings = {"client_id": "CONNECTWISE_CLIENT_ID"}
     picklist_kinds = {
         "boards": None,
         "statuses": "board",
@@ -54,9 +63,35 @@ class ConnectWiseProvider(Provider):
         "agreements": "company",
         "catalog_items": None,
     }
+    # ConnectWise throttles around 1,000 requests a minute; the MSP's other integrations share it.
+    budget = RequestBudget(max_requests=600, window_seconds=60, max_concurrent=6)
+    ticketing_fields = TicketingFields(
+        board=ChoiceField("board_id", "Service Board", "boards", required=True,
+                          help="Tickets are created on this board. It needs an active Default Team."),
+        board_noun="board",
+        statuses_kind="statuses", statuses_parent="board_id",
+        priorities_kind="priorities", priorities_parent="",
+        default_priority=True,
+        fields=(
+            ChoiceField("type_id", "Type", "types", parent="board_id"),
+            ChoiceField("subtype_id", "Subtype", "subtypes", parent="board_id"),
+            ChoiceField("item_id", "Item", "items", parent="board_id"),
+            ChoiceField("source_id", "Source", "sources"),
+        ),
+        default_team_kind="teams",
+    )
+    billing_fields = BillingFields(
+        name="ConnectWise", product_noun="catalog item", agreement_noun="agreement", needs_agreement=True,
+        product_kind="catalog_items", product_label="Catalog Item", company_label="Company", company_choice=False,
+        agreement_kind="agreements", agreement_label="Agreement", overrides=True,
+    )
+    status_sync = ConnectWiseStatusSync()
+    permissions = PERMISSIONS
+    secret_headers = ("clientId",)  # the hub's own integration id
+    credentials_hint = "the Company ID, Site URL, Public and Private keys (regenerate the keys on the API Member if needed)"
 
-    def __init__(self, config: dict, secrets: dict, transport: Transport | None = None):
-        super().__init__(config, secrets, transport)
+    def __init__(self, config: dict, secrets: dict, transport: Transport | None = None, **kwargs):
+        super().__init__(config, secrets, transport, **kwargs)
         self._client: ConnectWiseClient | None = None
 
     # --- plumbing -------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from typing import ClassVar
 from urllib.parse import urlsplit
 
+from integrations.base.billing import BillingFields
+from integrations.base.budget import RequestBudget
 from integrations.base.client import Transport
 from integrations.base.errors import (
     InvalidError,
@@ -31,8 +33,10 @@ from integrations.base.provider import (
 from integrations.halo import parse
 from integrations.halo.auth import HaloAuth, MemoryTokenStore, TokenStore, token_url
 from integrations.halo.billing import HaloBilling
-from integrations.halo.client import HaloClient, permission_label
+from integrations.base.ticketing import ChoiceField, TicketingFields
+from integrations.halo.client import PERMISSION_FIX, HaloClient, permission_label
 from integrations.halo.ticketing import HaloTicketing
+from integrations.halo.webhooks import HaloStatusSync
 
 WEBHOOK_NAME = "PSA hub: ticket updates"
 # Halo's numeric enums for webhooks are UNCONFIRMED (fact sheet section 8): 0 = a standard
@@ -56,8 +60,12 @@ _PROBES = (
 class HaloProvider(Provider):
     slug = "halo"
     name = "Halo PSA"
+    display_name = "Halo PSA"
+    link_form = "integrations.halo.forms.HaloLinkForm"
     secret_fields: ClassVar[tuple[str, ...]] = ("client_secret",)
     config_fields: ClassVar[tuple[str, ...]] = ("tenant", "resource_server", "auth_server", "client_id")
+    typed_host_fields = ("resource_server", "auth_server")
+    host_fields = ("resource_server", "auth_server")
     picklist_kinds: ClassVar[dict[str, str | None]] = {
         "ticket_types": None,
         "statuses": "ticket_type",  # optional: without it, every ticket status
@@ -68,6 +76,30 @@ class HaloProvider(Provider):
         "licences": "company",
         "sites": "company",
     }
+    # About 700 requests per 5 minutes (fact sheet); the hub keeps below it.
+    budget = RequestBudget(max_requests=600, window_seconds=300, max_concurrent=4)
+    ticketing_fields = TicketingFields(
+        board=ChoiceField("board_id", "Ticket Type", "ticket_types", required=True,
+                          help="Its allowed statuses and its SLA's priorities are offered below."),
+        board_noun="ticket type",
+        statuses_kind="statuses", statuses_parent="board_id",
+        priorities_kind="priorities", priorities_parent="board_id",
+        fields=(
+            ChoiceField("team_id", "Team", "teams"),
+            ChoiceField("extra.note_outcome_id", "Outcome for notes", "outcomes",
+                        help="Halo needs an outcome on every action; the private note outcome is usual."),
+        ),
+    )
+    billing_fields = BillingFields(
+        name="Halo", product_noun="item", agreement_noun="licence", needs_agreement=False,
+        product_kind="items", product_label="Item", company_label="Client", company_choice=False,
+        line_kind="licences", line_label="Software Licence", line_parent="company",
+        line_help="The client's software licence whose count the hub keeps equal to the tenant's units.",
+    )
+    status_sync = HaloStatusSync()
+    permissions = {key: (permission_label("GET", area), PERMISSION_FIX) for key, area, *_ in _PROBES}
+    credentials_hint = "the Tenant, Resource Server (without /api), Client ID and Client Secret (regenerate the secret if needed)"
+    expiring_secret = "client secret"
 
     def __init__(
         self,
@@ -78,7 +110,7 @@ class HaloProvider(Provider):
         token_store: TokenStore | None = None,
         clock: Callable[[], float] = time.time,
     ):
-        super().__init__(config, secrets, transport)
+        super().__init__(config, secrets, transport, token_store=token_store)
         self.resource_server = (self.config.get("resource_server") or "").rstrip("/")
         self.auth_server = (self.config.get("auth_server") or "").rstrip("/")
         self.token_store = token_store if token_store is not None else MemoryTokenStore()

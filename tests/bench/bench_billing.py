@@ -473,16 +473,17 @@ def prepare_environment(args) -> str:
 
 
 def apply_budgets(args) -> dict:
-    from integrations import limits
+    import dataclasses
+
+    from integrations import registry
 
     shown = {}
     for slug, value in (("connectwise", args.connectwise_per_minute), ("autotask", args.autotask_per_hour),
                         ("halo", args.halo_per_5min)):  # fmt: skip
-        policy = limits.VENDOR_POLICIES[slug]
+        provider = registry.provider(slug)
+        policy = provider.budget
         if value:
-            policy = limits.LimitPolicy(max_requests=value, window_seconds=policy.window_seconds,
-                                        max_concurrent=policy.max_concurrent)  # fmt: skip
-            limits.VENDOR_POLICIES[slug] = policy
+            policy = provider.budget = dataclasses.replace(policy, max_requests=value)
         shown[slug] = f"{policy.max_requests} per {policy.window_seconds} s" + (" (overridden)" if value else " (production)")
     return shown
 

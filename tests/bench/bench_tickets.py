@@ -28,6 +28,7 @@ production lease of 10 minutes; neither changes what is created, only when.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import secrets
@@ -86,7 +87,7 @@ def apply_overrides() -> None:
     ConnectWise budget, when set."""
     from django.utils import timezone
 
-    from integrations import limits
+    from integrations import registry
     from ticketing import services
 
     if os.environ.get(ENV_CLAIM_LEASE):
@@ -94,10 +95,8 @@ def apply_overrides() -> None:
     if os.environ.get(ENV_SWEEP_AFTER):
         services.SWEEP_AFTER = timezone.timedelta(seconds=float(os.environ[ENV_SWEEP_AFTER]))
     if os.environ.get(ENV_CW_RPM):
-        policy = limits.VENDOR_POLICIES["connectwise"]
-        limits.VENDOR_POLICIES["connectwise"] = limits.LimitPolicy(
-            max_requests=int(os.environ[ENV_CW_RPM]), window_seconds=60, max_concurrent=policy.max_concurrent
-        )
+        provider = registry.provider("connectwise")
+        provider.budget = dataclasses.replace(provider.budget, max_requests=int(os.environ[ENV_CW_RPM]), window_seconds=60)
 
 
 def run_worker(argv: list[str]) -> None:
@@ -455,9 +454,9 @@ def purge_queues() -> None:
 
 
 def report(results: list[PhaseResult], args, where: str, fake: TimedFake) -> bool:
-    from integrations.limits import VENDOR_POLICIES
+    from integrations import registry
 
-    policy = VENDOR_POLICIES["connectwise"]
+    policy = registry.provider("connectwise").budget
     rpm = args.connectwise_rpm or policy.max_requests * 60 // policy.window_seconds
     print()
     print("=" * 78)

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 from django import forms
 
-from integrations.base.billing import BillingAdapter
+from integrations.base.billing import BillingAdapter, BillingFields
+from integrations.base.budget import RequestBudget
 from integrations.base.client import RequestRecord, Transport
 from integrations.base.errors import (
     AuthFailedError,
@@ -43,7 +44,8 @@ from integrations.base.provider import (
     Provider,
     VerifyResult,
 )
-from integrations.base.ticketing import TicketChange, TicketDraft, TicketingAdapter, TicketRef
+from integrations.base.status_sync import POLL, PollScope, StatusSync
+from integrations.base.ticketing import ChoiceField, TicketChange, TicketDraft, TicketingAdapter, TicketingFields, TicketRef
 
 MODES = ("ok", "auth_failed", "permission_missing", "unavailable", "rate_limited", "crash")
 PAGE_SIZE = 2  # companies per "page", so a handful of companies makes several requests
@@ -113,15 +115,45 @@ state = MemoryState()
 state.reset()
 
 
+class MemoryStatusSync(StatusSync):
+    mode = POLL
+    poll_reason = "the memory PSA has no webhooks"
+
+    def changes(self, adapter, since_iso: str, scope: PollScope):
+        return [adapter.read_change(ticket_id) for ticket_id in scope.ticket_ids]
+
+
 class MemoryProvider(Provider):
     slug = "memory"
     name = "Memory PSA"
+    display_name = "Memory PSA"
+    link_form = "tests.fakes.memory.MemoryLinkForm"
     secret_fields = ("api_key",)
     config_fields = ("site",)
     picklist_kinds = {"boards": None, "priorities": None, "statuses": "board"}
+    budget = RequestBudget(max_requests=1000, window_seconds=60, max_concurrent=4)
+    ticketing_fields = TicketingFields(
+        board=ChoiceField("board_id", "Board", "boards", required=True), board_noun="board",
+        statuses_kind="statuses", statuses_parent="board_id", priorities_kind="priorities", priorities_parent="",
+    )
+    billing_fields = BillingFields(
+        name="Memory PSA", product_noun="product", agreement_noun="agreement", needs_agreement=True,
+        product_kind="products", product_label="Product", company_label="Company", company_choice=False,
+        agreement_kind="agreements", agreement_label="Agreement",
+    )
+    status_sync = MemoryStatusSync()
+
+    # What a vendor's memory stand-in keeps of the vendor: its words and declarations. The wire,
+    # the credentials and the lists stay the memory PSA's own.
+    DECLARED = ("slug", "name", "display_name", "budget", "ticketing_fields", "billing_fields", "status_sync",
+                "credentials_hint", "expiring_secret", "hub_settings", "permissions")
+
+    @classmethod
+    def standing_in_for(cls, provider: type[Provider]) -> type[MemoryProvider]:
+        return type(f"Memory{provider.__name__}", (cls,), {name: getattr(provider, name) for name in cls.DECLARED})
 
     def __init__(self, config: dict, secrets: dict, transport: Transport | None = None, **extras):
-        super().__init__(config, secrets, transport)
+        super().__init__(config, secrets, transport, token_store=extras.get("token_store"))
         self.extras = extras
         state.secrets_seen.append(dict(secrets))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 
 import pytest
@@ -16,15 +15,8 @@ def memory_psa(monkeypatch):
     from integrations import registry
 
     for slug, vendor in list(registry.VENDORS.items()):
-        monkeypatch.setitem(
-            registry.VENDORS,
-            slug,
-            dataclasses.replace(
-                vendor,
-                provider_path="tests.fakes.memory.MemoryProvider",
-                form_path="tests.fakes.memory.MemoryLinkForm",
-            ),
-        )
+        stand_in = memory.MemoryProvider.standing_in_for(vendor.provider)
+        monkeypatch.setitem(registry.VENDORS, slug, registry.Vendor(stand_in))
     memory.state.reset()
     yield memory.state
     memory.state.reset()

@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from integrations import services, tasks
 from integrations.base.errors import RateLimitedError
-from integrations.limits import CacheLimiter, LimitPolicy
+from integrations.base.budget import RequestBudget
+from integrations.limits import CacheLimiter
 from integrations.models import CompanyMapping, Connection, IntegrationLog, Picklist, PsaCompany
 from tests.factories import make_tenant
 from tests.fakes import memory
@@ -532,7 +533,7 @@ class FakeClock:
 
 def test_the_budget_is_never_exceeded_in_any_window():
     clock = FakeClock()
-    policy = LimitPolicy(max_requests=10, window_seconds=60, max_concurrent=2)
+    policy = RequestBudget(max_requests=10, window_seconds=60, max_concurrent=2)
     limiter = CacheLimiter(uuid.uuid4().hex, policy, max_wait=5, sleep=clock.sleep, clock=clock)
     sent: list[float] = []
     for _ in range(95):
@@ -547,7 +548,7 @@ def test_the_budget_is_never_exceeded_in_any_window():
 
 def test_a_wait_longer_than_max_wait_raises_rate_limited():
     clock = FakeClock(start=3600 * 100.0)
-    policy = LimitPolicy(max_requests=2, window_seconds=3600, max_concurrent=3)
+    policy = RequestBudget(max_requests=2, window_seconds=3600, max_concurrent=3)
     limiter = CacheLimiter(uuid.uuid4().hex, policy, max_wait=30, sleep=clock.sleep, clock=clock)
     for _ in range(2):
         with limiter.acquire("all"):
@@ -563,7 +564,7 @@ def test_a_wait_longer_than_max_wait_raises_rate_limited():
 
 
 def test_concurrency_slots_are_capped_and_released():
-    policy = LimitPolicy(max_requests=1000, window_seconds=60, max_concurrent=2)
+    policy = RequestBudget(max_requests=1000, window_seconds=60, max_concurrent=2)
     connection_id = uuid.uuid4().hex
     lock = threading.Lock()
     running, peak, done, errors = [0], [0], [0], []
@@ -597,7 +598,7 @@ def test_concurrency_slots_are_capped_and_released():
 
 def test_no_free_slot_within_max_wait_raises_rate_limited():
     clock = FakeClock()
-    policy = LimitPolicy(max_requests=1000, window_seconds=60, max_concurrent=1)
+    policy = RequestBudget(max_requests=1000, window_seconds=60, max_concurrent=1)
     limiter = CacheLimiter(uuid.uuid4().hex, policy, max_wait=2, sleep=clock.sleep, clock=clock)
     with limiter.acquire("all"):
         with pytest.raises(RateLimitedError) as limited:
