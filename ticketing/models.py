@@ -136,7 +136,12 @@ class Incident(models.Model):
 
     @property
     def reference(self) -> str:
-        return f"hub-{self.account_id}-{self.pk}"
+        return f"{self.reference_prefix(self.account_id)}{self.pk}"
+
+    @staticmethod
+    def reference_prefix(account_id) -> str:
+        """What every ticket reference of the account starts with (polls ask for these)."""
+        return f"hub-{account_id}-"
 
 
 class IncidentNote(models.Model):
@@ -158,7 +163,7 @@ class IncidentNote(models.Model):
         ordering = ["created_at", "id"]
 
 
-# --- two-way status sync (ticketing/inbound.py, ticketing/outbound.py, ticketing/webhooks.py) -----
+# --- two-way status sync (ticketing/sync/) ------------------------------------------------------------
 
 
 class StatusSync(models.Model):
@@ -190,7 +195,7 @@ class StatusSync(models.Model):
     last_error = models.TextField(blank=True)
     poll_watermark = models.DateTimeField(null=True, blank=True)
     last_polled_at = models.DateTimeField(null=True, blank=True)
-    # While a registration runs (status_sync.register): a second one waits for it.
+    # While a registration runs (sync.registration.register): a second one waits for it.
     registering_until = models.DateTimeField(null=True, blank=True, editable=False)
     # Set when the integration is removed: the encrypted bundle the removal task needs to delete
     # the webhook (decrypted only by integrations.services.load_credentials).

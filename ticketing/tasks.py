@@ -38,7 +38,7 @@ def sweep() -> int:
     return services.sweep()
 
 
-# --- two-way status sync (ticketing/inbound.py, status_sync.py, polling.py, outbound.py) ---------
+# --- two-way status sync (ticketing/inbound.py, status_sync.py, polling.py, host.py) ---------
 
 SYNC_RETRIES = 5
 HOST_RETRIES = 8
@@ -49,7 +49,7 @@ HOST_BACKOFF_CAP = 3600
 @shared_task(bind=True, name="ticketing.refresh_ticket_status", max_retries=SYNC_RETRIES)
 def refresh_ticket_status(self, connection_id: str, ticket_id: str, receipt_id: int | None, correlation_id: str,
                           source_detail: str = "webhook") -> None:
-    from ticketing import inbound
+    from ticketing.sync import inbound
 
     try:
         inbound.refresh_from_psa(connection_id, ticket_id, receipt_id, correlation_id, source_detail)
@@ -61,10 +61,10 @@ def refresh_ticket_status(self, connection_id: str, ticket_id: str, receipt_id: 
 
 @shared_task(bind=True, name="ticketing.register_status_sync", max_retries=SYNC_RETRIES)
 def register_status_sync(self, connection_id: str, correlation_id: str) -> None:
-    from ticketing import status_sync
+    from ticketing.sync import registration
 
     try:
-        status_sync.register(connection_id, correlation_id)
+        registration.register(connection_id, correlation_id)
     except PsaError as exc:
         if self.request.retries >= self.max_retries:
             return
@@ -73,10 +73,10 @@ def register_status_sync(self, connection_id: str, correlation_id: str) -> None:
 
 @shared_task(bind=True, name="ticketing.remove_status_sync", max_retries=SYNC_RETRIES)
 def remove_status_sync(self, sync_id: int, correlation_id: str) -> None:
-    from ticketing import status_sync
+    from ticketing.sync import registration
 
     try:
-        status_sync.remove(sync_id, correlation_id)
+        registration.remove(sync_id, correlation_id)
     except PsaError as exc:
         if self.request.retries >= self.max_retries:
             return
@@ -86,7 +86,7 @@ def remove_status_sync(self, sync_id: int, correlation_id: str) -> None:
 @shared_task(name="ticketing.poll_status_due")
 def poll_status_due() -> int:
     from integrations import services as integration_services
-    from ticketing import polling
+    from ticketing.sync import polling
 
     count = 0
     for sync in polling.due_syncs():
@@ -97,7 +97,7 @@ def poll_status_due() -> int:
 
 @shared_task(bind=True, name="ticketing.poll_status", max_retries=3)
 def poll_status(self, sync_id: int, correlation_id: str) -> None:
-    from ticketing import polling
+    from ticketing.sync import polling
 
     try:
         polling.poll(sync_id, correlation_id)
@@ -117,11 +117,11 @@ def host_countdown(retries: int, retry_after: float | None = None) -> float:
 
 @shared_task(bind=True, name="ticketing.deliver_host_event", max_retries=HOST_RETRIES)
 def deliver_host_event(self, delivery_id: int) -> None:
-    from ticketing import outbound
+    from ticketing.sync import host
 
     try:
-        outbound.attempt(delivery_id, final=self.request.retries >= self.max_retries)
-    except outbound.RetryLater as exc:
+        host.attempt(delivery_id, final=self.request.retries >= self.max_retries)
+    except host.RetryLater as exc:
         raise self.retry(countdown=host_countdown(self.request.retries, exc.retry_after)) from None
 
 

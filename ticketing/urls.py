@@ -1,6 +1,9 @@
 from django.urls import path
 
-from ticketing import api, api_sync, views, views_sync, webhooks
+from ticketing import api, views
+from ticketing.sync import api as sync_api
+from ticketing.sync import views as sync_views
+from ticketing.sync import webhooks
 
 # Mounted at /settings/ticketing/.
 urlpatterns = [
@@ -12,13 +15,14 @@ urlpatterns = [
     path("preview/", views.preview, name="ticketing_preview"),
     path("test-ticket/", views.test_ticket, name="ticketing_test_ticket"),
     path("test-ticket/<int:pk>/", views.test_ticket_status, name="ticketing_test_ticket_status"),
-    path("webhook/", views_sync.webhook_page, name="ticketing_webhook"),
+    path("webhook/", sync_views.webhook_page, name="ticketing_webhook"),
 ]
 
 # Mounted at /hooks/: calls from the PSAs (two-way sync), authenticated by secrets the hub made.
 hook_urlpatterns = [
-    path("halo/<uuid:connection_id>/", webhooks.halo, name="hook_halo"),
-    path("connectwise/<uuid:connection_id>/<str:token>/", webhooks.connectwise, name="hook_connectwise"),
+    # The vendor's status-sync capability says whether its secret is the token segment.
+    path("<slug:vendor>/<uuid:connection_id>/", webhooks.receive, name="hook"),
+    path("<slug:vendor>/<uuid:connection_id>/<str:token>/", webhooks.receive, name="hook_with_token"),
 ]
 
 # Mounted at /settings/incidents/.
@@ -33,5 +37,5 @@ incident_urlpatterns = [
 api_urlpatterns = [
     path("ticketing/config", api.TicketingConfigView.as_view(), name="api_ticketing_config"),
     path("ticketing/preview", api.TicketingPreviewView.as_view(), name="api_ticketing_preview"),
-    path("ticketing/webhook", api_sync.HostWebhookView.as_view(), name="api_ticketing_webhook"),
+    path("ticketing/webhook", sync_api.HostWebhookView.as_view(), name="api_ticketing_webhook"),
 ]

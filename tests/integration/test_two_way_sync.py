@@ -19,7 +19,8 @@ import pytest
 import requests
 
 from integrations.models import Connection
-from ticketing import outbound, tasks
+from ticketing import tasks
+from ticketing.sync import host
 from ticketing.models import Incident, StatusSync, Ticket
 from tests.fakes import autotask_server, connectwise_server
 from tests.flows import link_and_configure, wait_for
@@ -169,7 +170,7 @@ def test_a_status_change_in_the_psa_reaches_the_incident_and_the_host_product(
     assert Ticket.objects.get(ticket_id=ticket_id, account=account).status_id == str(done_status)
 
     headers, raw = wait_for(lambda: receiver.calls and receiver.calls[0], "the host product is told", worker=hub.worker)
-    assert outbound.verify_signature(HOST_SECRET, raw, headers["x-hub-signature"])
+    assert host.verify_signature(HOST_SECRET, raw, headers["x-hub-signature"])
     payload = json.loads(raw)
     assert (payload["incident_id"], payload["status"], payload["previous_status"], payload["tenant"]) == (
         incident["id"], "Done", "Open", f"globex-{vendor}")

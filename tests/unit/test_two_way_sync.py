@@ -15,7 +15,8 @@ from django.urls import reverse
 
 from integrations import services as integration_services
 from integrations.models import CompanyMapping, Connection, IntegrationLog
-from ticketing import inbound, outbound, polling, services, status_sync, tasks
+from ticketing import services, tasks
+from ticketing.sync import host, inbound, polling, registration
 from ticketing.models import HostDelivery, HostDeliveryAttempt, Incident, StatusSync, Ticket, TicketingConfig, WebhookReceipt
 from tests.factories import make_tenant
 from tests.fakes import memory
@@ -37,7 +38,7 @@ def _own_cache(private_cache):
 @pytest.fixture(autouse=True)
 def _no_registration(monkeypatch):
     """Registration is tested on its own; here linking must not reach for the PSA's webhooks."""
-    monkeypatch.setattr(status_sync, "queue_registration", lambda connection: None)
+    monkeypatch.setattr(registration, "queue_registration", lambda connection: None)
 
 
 @pytest.fixture
@@ -172,12 +173,12 @@ def callback(world):
     token = "tok-" + "x" * 40
     StatusSync.objects.update_or_create(connection_id=connection.pk, defaults={
         "account": account, "vendor": "connectwise", "mode": StatusSync.Mode.CALLBACK,
-        "secret_hash": status_sync.secret_hash(token), "remote_id": "5", "remote_object_id": "1"})
+        "secret_hash": registration.secret_hash(token), "remote_id": "5", "remote_object_id": "1"})
     return account, connection, incident, token
 
 
 def cw_url(connection, token, ticket_id):
-    return reverse("hook_connectwise", args=[connection.pk, token]) + f"?recordId={ticket_id}"
+    return reverse("hook_with_token", args=["connectwise", connection.pk, token]) + f"?recordId={ticket_id}"
 
 
 def test_callback_reads_the_ticket_and_applies_it(callback, client, psa, django_capture_on_commit_callbacks, eager_tasks):
@@ -212,16 +213,17 @@ def test_wrong_token_is_401_logged_and_changes_nothing(callback, client, psa):
 def halo_hook(world):
     account, connection, incident = world
     password = "pw-" + "y" * 40
+    Connection.objects.filter(pk=connection.pk).update(vendor="halo")  # the URL names the connection's PSA
     StatusSync.objects.update_or_create(connection_id=connection.pk, defaults={
-        "account": account, "vendor": "connectwise", "mode": StatusSync.Mode.WEBHOOK,
-        "secret_hash": status_sync.secret_hash(password), "remote_id": "guid"})
+        "account": account, "vendor": "halo", "mode": StatusSync.Mode.WEBHOOK,
+        "secret_hash": registration.secret_hash(password), "remote_id": "guid"})
     auth = "Basic " + base64.b64encode(f"hub:{password}".encode()).decode()
     return account, connection, incident, auth
 
 
 def test_halo_webhook_checks_basic_auth_size_and_json(halo_hook, client, psa):
     account, connection, incident, auth = halo_hook
-    url = reverse("hook_halo", args=[connection.pk])
+    url = reverse("hook", args=["halo", connection.pk])
     bad = "Basic " + base64.b64encode(b"hub:nope").decode()
     assert client.post(url, {"id": 1}, content_type="application/json", HTTP_AUTHORIZATION=bad).status_code == 401
     assert client.post(url, {"id": 1}, content_type="application/json").status_code == 401
@@ -236,7 +238,7 @@ def test_halo_webhook_checks_basic_auth_size_and_json(halo_hook, client, psa):
 def test_halo_webhook_for_an_unknown_ticket_is_ignored_and_logged(halo_hook, client, psa, django_capture_on_commit_callbacks, eager_tasks):
     account, connection, incident, auth = halo_hook
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(reverse("hook_halo", args=[connection.pk]), {"ticket": {"id": 424242}},
+        response = client.post(reverse("hook", args=["halo", connection.pk]), {"ticket": {"id": 424242}},
                                content_type="application/json", HTTP_AUTHORIZATION=auth)
     assert response.status_code == 202
     assert WebhookReceipt.objects.get().outcome == inbound.UNKNOWN_TICKET
@@ -250,7 +252,7 @@ def test_halo_webhook_for_an_unknown_ticket_is_ignored_and_logged(halo_hook, cli
 def test_host_delivery_is_signed_and_retried_on_5xx_not_on_4xx(world, run, settings):
     settings.PSA_ALLOW_PRIVATE_HOSTS = True
     account, _, incident = world
-    outbound.save_webhook(account, url="https://host.example.com/hooks/psa", secret=HOST_SECRET)
+    host.save_webhook(account, url="https://host.example.com/hooks/psa", secret=HOST_SECRET)
     ticket = ticket_of(incident)
     with responses.RequestsMock() as mock:
         mock.add(responses.POST, "https://host.example.com/hooks/psa", status=503)
@@ -259,7 +261,7 @@ def test_host_delivery_is_signed_and_retried_on_5xx_not_on_4xx(world, run, setti
         [first, second] = mock.calls
     assert first.request.body == second.request.body, "a retry sends the same bytes"
     body = second.request.body
-    assert outbound.verify_signature(HOST_SECRET, body, second.request.headers["X-Hub-Signature"])
+    assert host.verify_signature(HOST_SECRET, body, second.request.headers["X-Hub-Signature"])
     assert second.request.headers["X-Hub-Timestamp"].isdigit()
     payload = json.loads(body)
     assert payload | {"changed_at": None, "event_id": None} == {
@@ -279,7 +281,7 @@ def test_host_delivery_is_signed_and_retried_on_5xx_not_on_4xx(world, run, setti
 def test_host_delivery_to_a_private_address_is_refused_with_the_reason(world, run, settings):
     settings.PSA_ALLOW_PRIVATE_HOSTS = False
     account, _, incident = world
-    outbound.save_webhook(account, url="https://10.0.0.5/hooks/psa", secret=HOST_SECRET)
+    host.save_webhook(account, url="https://10.0.0.5/hooks/psa", secret=HOST_SECRET)
     with responses.RequestsMock():  # nothing may be sent
         run(inbound.apply_ticket_status, account, "connectwise", ticket_of(incident).ticket_id, "11", T0, "t")
     delivery = HostDelivery.objects.get()
@@ -320,9 +322,9 @@ def test_webhook_page_shows_set_not_the_secret(world, personas, page_client):
 def test_private_hub_address_falls_back_to_polling_with_a_reason(world, settings):
     account, connection, _ = world
     settings.HUB_BASE_URL = "http://10.1.2.3:8000"
-    sync = status_sync.register(str(connection.pk), "c1")
+    sync = registration.register(str(connection.pk), "c1")
     assert sync.mode == StatusSync.Mode.POLL
-    notice = status_sync.fallback_notice(sync)
+    notice = registration.fallback_notice(sync)
     assert notice.startswith("Status changes are checked every 5 minutes because the hub's address")
 
 
@@ -336,7 +338,7 @@ def test_permission_missing_falls_back_to_polling(world, settings, monkeypatch):
         raise PermissionMissingError("No access to callbacks.", which="System > Callbacks", fix="grant it")
 
     monkeypatch.setattr(memory.MemoryProvider, "ensure_callback", refuse, raising=False)
-    sync = status_sync.register(str(connection.pk), "c1")
+    sync = registration.register(str(connection.pk), "c1")
     assert sync.mode == StatusSync.Mode.POLL and "System > Callbacks" in sync.fallback_reason
 
 
@@ -348,15 +350,15 @@ def test_a_second_registration_waits_for_the_first_and_the_lease_is_released(wor
     made = []
     monkeypatch.setattr(memory.MemoryProvider, "ensure_callback",
                         lambda self, url, **kwargs: made.append(url) or f"cb-{len(made)}", raising=False)
-    sync = status_sync.sync_for(connection)
+    sync = registration.sync_for(connection)
     StatusSync.objects.filter(pk=sync.pk).update(registering_until=datetime.now(UTC) + timedelta(minutes=1))
     with pytest.raises(UnavailableError, match="Another registration"):
-        status_sync.register(str(connection.pk), "c1")
+        registration.register(str(connection.pk), "c1")
     assert made == []
 
     StatusSync.objects.filter(pk=sync.pk).update(registering_until=datetime.now(UTC) - timedelta(seconds=1))  # expired
-    assert status_sync.register(str(connection.pk), "c2").mode == StatusSync.Mode.CALLBACK
-    assert status_sync.register(str(connection.pk), "c3").remote_id == "cb-1"  # already watching: nothing new
+    assert registration.register(str(connection.pk), "c2").mode == StatusSync.Mode.CALLBACK
+    assert registration.register(str(connection.pk), "c3").remote_id == "cb-1"  # already watching: nothing new
     assert len(made) == 1
     assert StatusSync.objects.get(pk=sync.pk).registering_until is None
 
@@ -426,7 +428,7 @@ def test_the_ticketing_and_integration_pages_say_when_status_changes_are_polled(
 
     settings.HUB_BASE_URL = "http://10.1.2.3:8000"
     StatusSync.objects.all().delete()
-    status_sync.register(str(connection.pk), "c1")
+    registration.register(str(connection.pk), "c1")
     page = page_client(personas.admin).get(reverse(page_name)).content.decode()
     assert "Status changes are checked every 5 minutes because the hub&#x27;s address" in page
 
@@ -462,3 +464,14 @@ def test_retention_deletes_old_receipts_and_finished_deliveries_only(world, sett
     assert HostDeliveryAttempt.objects.count() == 2 and recent.pk
     settings.HUB_LOG_RETENTION_DAYS = 0  # 0 keeps everything
     assert retention.purge_old_records(days=0) == 0
+
+
+def test_a_hook_url_names_the_connections_own_psa(halo_hook, client):
+    account, connection, incident, auth = halo_hook
+    wrong_psa = reverse("hook_with_token", args=["connectwise", connection.pk, "token"])
+    assert client.post(wrong_psa, {"ID": 1}, content_type="application/json", HTTP_AUTHORIZATION=auth).status_code == 401
+    unknown = reverse("hook", args=["nopsa", connection.pk])
+    assert client.post(unknown, {"id": 1}, content_type="application/json", HTTP_AUTHORIZATION=auth).status_code == 404
+    # A PSA whose secret travels in the URL is not called without it, and the others never with one.
+    assert client.post(reverse("hook_with_token", args=["halo", connection.pk, "x"]), {"id": 1},
+                       content_type="application/json", HTTP_AUTHORIZATION=auth).status_code == 404

@@ -3,7 +3,7 @@
 from django import template
 
 from integrations.models import Connection
-from ticketing import status_sync
+from ticketing.sync import registration
 from ticketing.models import StatusSync
 
 register = template.Library()
@@ -18,4 +18,4 @@ def status_sync_notice(context) -> str:
     connection = Connection.objects.for_account(account).first()
     if connection is None:
         return ""
-    return status_sync.fallback_notice(StatusSync.objects.filter(connection_id=connection.pk).first())
+    return registration.fallback_notice(StatusSync.objects.filter(connection_id=connection.pk).first())

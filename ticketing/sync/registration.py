@@ -1,12 +1,11 @@
-"""Two-way sync: how each connection's PSA tells the hub about ticket changes.
+"""Two-way sync: registering how each connection's PSA tells the hub about ticket changes.
 
-- Halo: a webhook registered when the connection is verified, calling
-  <HUB_BASE_URL>/hooks/halo/<connection id>/ with Basic credentials made by the hub (a random
-  secret, sent to Halo once; the hub keeps its SHA-256 only). Removed with the integration.
-- ConnectWise: a ticket callback on the chosen board, registered when the ticketing settings are
-  saved (or the connection verified), calling <HUB_BASE_URL>/hooks/connectwise/<connection id>/
-  <random token>/?recordId= (the token's SHA-256 is kept).
-- Autotask: polling (no webhooks for tickets); also the fallback of the other two when the
+The PSA's status-sync capability (integrations/<vendor>/webhooks.py) says which way:
+- a webhook or callback, registered when the connection is verified (and, where it watches the
+  chosen board, when the Ticketing settings change board), calling
+  <HUB_BASE_URL>/hooks/<vendor>/<connection id>/ with a random secret the hub made (sent to the
+  PSA once; the hub keeps its SHA-256 only). Removed with the integration.
+- polling, where the PSA has no webhooks for tickets; also the fallback of the others when the
   webhook/callback cannot be registered: a missing permission, or a hub address the PSA cannot
   reach (a private HUB_BASE_URL while the PSA is on the internet).
 
@@ -26,7 +25,9 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from integrations import registry
 from integrations import services as integration_services
+from integrations.base import status_sync as capabilities
 from integrations.base.client import RequestRecord
 from integrations.base.errors import PermissionMissingError, PsaError, UnavailableError
 from integrations.models import Connection, IntegrationLog
@@ -34,7 +35,6 @@ from ticketing.models import StatusSync, TicketingConfig
 
 logger = logging.getLogger(__name__)
 
-POLL_MINUTES = {"autotask": 2, "halo": 5, "connectwise": 5}
 # Each poll asks for changes since the last one minus this, so a change stamped a little late
 # (clock skew, a slow commit in the PSA) is not missed; re-reading one is a no-op.
 POLL_OVERLAP = timezone.timedelta(minutes=2)
@@ -48,8 +48,12 @@ def hook_url(vendor: str, connection_id) -> str:
     return f"{settings.HUB_BASE_URL}/hooks/{vendor}/{connection_id}/"
 
 
+def capability(vendor: str) -> capabilities.StatusSync:
+    return registry.provider(vendor).status_sync
+
+
 def poll_minutes(vendor: str) -> int:
-    return POLL_MINUTES.get(vendor, 5)
+    return capability(vendor).poll_minutes
 
 
 def sync_for(connection: Connection) -> StatusSync:
@@ -79,7 +83,7 @@ def unreachable_reason(connection: Connection) -> str:
     if not _private(hub_host):
         return ""
     config = connection.config
-    psa_url = config.get("resource_server") or config.get("site") or config.get("zone_url") or ""
+    psa_url = next((config[name] for name in registry.provider(connection.vendor).host_fields if config.get(name)), "")
     psa_host = urlsplit(psa_url if "//" in psa_url else f"https://{psa_url}").hostname or ""
     if psa_host and _private(psa_host):
         return ""
@@ -107,7 +111,7 @@ def fallback_notice(sync: StatusSync | None) -> str:
         return ""
     if sync.fallback_reason:
         return f"Status changes are checked every {poll_minutes(sync.vendor)} minutes because {sync.fallback_reason}."
-    return f"Status changes are checked every {poll_minutes(sync.vendor)} minutes (Autotask has no ticket webhooks)."
+    return f"Status changes are checked every {poll_minutes(sync.vendor)} minutes ({capability(sync.vendor).poll_reason})."
 
 
 # --- registering -----------------------------------------------------------------------------------
@@ -128,15 +132,15 @@ def queue_registration(connection: Connection) -> None:
 
 
 def config_saved(config: TicketingConfig) -> None:
-    """The ConnectWise callback watches the chosen board: (re-)register when it changes."""
-    if config.vendor != "connectwise":
+    """A subscription that watches the chosen board is registered again when the board changes."""
+    if config.vendor not in registry.VENDORS or not capability(config.vendor).watches_board:
         return
-    connection = Connection.objects.filter(account_id=config.account_id, vendor="connectwise",
+    connection = Connection.objects.filter(account_id=config.account_id, vendor=config.vendor,
                                            status=Connection.Status.CONNECTED).first()
     if connection is None:
         return
     sync = StatusSync.objects.filter(connection_id=connection.pk).first()
-    if sync is not None and sync.mode == StatusSync.Mode.CALLBACK and sync.remote_object_id == config.board_id:
+    if sync is not None and sync.mode == capability(config.vendor).mode and sync.remote_object_id == config.board_id:
         return
     queue_registration(connection)
 
@@ -169,20 +173,18 @@ def register(connection_id: str, correlation_id: str) -> StatusSync | None:
 
 
 def _register(connection: Connection, sync: StatusSync, correlation_id: str) -> StatusSync:
-    if connection.vendor == "autotask":
+    way = capability(connection.vendor)
+    if way.mode == capabilities.POLL:
         if sync.mode != StatusSync.Mode.POLL:
             StatusSync.objects.filter(pk=sync.pk).update(mode=StatusSync.Mode.POLL, fallback_reason="")
-            _log(connection, f"Ticket status changes will be polled every {poll_minutes('autotask')} minutes.", correlation_id)
+            _log(connection, f"Ticket status changes will be polled every {way.poll_minutes} minutes.", correlation_id)
         return StatusSync.objects.get(pk=sync.pk)
     reason = unreachable_reason(connection)
     if reason:
         fall_back(sync, connection, reason, correlation_id)
         return StatusSync.objects.get(pk=sync.pk)
     try:
-        if connection.vendor == "halo":
-            _register_halo(connection, sync, correlation_id)
-        elif connection.vendor == "connectwise":
-            _register_connectwise(connection, sync, correlation_id)
+        _subscribe(connection, sync, way, correlation_id)
     except PermissionMissingError as exc:
         fall_back(sync, connection, f"the PSA refused to register it ({exc.which or 'permission missing'}): {exc.message}",
                   correlation_id)
@@ -193,40 +195,31 @@ def _register(connection: Connection, sync: StatusSync, correlation_id: str) -> 
     return StatusSync.objects.get(pk=sync.pk)
 
 
-def _register_halo(connection: Connection, sync: StatusSync, correlation_id: str) -> None:
+def _subscribe(connection: Connection, sync: StatusSync, way: capabilities.StatusSync, correlation_id: str) -> None:
+    config = TicketingConfig.objects.for_account(connection.account).first()
+    if config is not None and config.vendor != connection.vendor:
+        config = None
+    board_id = config.board_id if config is not None else ""
+    if way.watches_board:
+        if not board_id:
+            StatusSync.objects.filter(pk=sync.pk).update(
+                mode=StatusSync.Mode.NONE,
+                last_error=f"Choose a board on the Ticketing page; the {way.noun} watches that board.")
+            return
+        if sync.mode == way.mode and sync.remote_object_id == board_id and sync.secret_hash:
+            return  # already watching this board
     secret = secrets.token_urlsafe(32)
-    username = f"hub-{str(connection.pk)[:8]}"
     provider = integration_services.build_provider(connection, action="webhook.register", correlation_id=correlation_id)
-    config = TicketingConfig.objects.for_account(connection.account).first()
-    # Halo's event numbers are UNCONFIRMED (fact sheet section 8): an MSP may copy them into the
-    # Ticketing settings' extra (halo_webhook_events), read from a webhook made in Halo's UI.
-    events = (config.extra.get("halo_webhook_events") if config else None) or ()
-    webhook_id = provider.ensure_webhook(hook_url("halo", connection.pk), username=username, password=secret, events=events)
-    StatusSync.objects.filter(pk=sync.pk).update(
-        mode=StatusSync.Mode.WEBHOOK, secret_hash=secret_hash(secret), remote_id=webhook_id, fallback_reason="",
-        registered_at=timezone.now(), last_error="",
+    subscription = way.subscribe(
+        provider, url=hook_url(connection.vendor, connection.pk), secret=secret, board_id=board_id,
+        label=f"hub-{str(connection.pk)[:8]}", options=dict(config.extra) if config is not None else {},
     )
-    _log(connection, "Registered the Halo webhook for ticket updates.", correlation_id)
-
-
-def _register_connectwise(connection: Connection, sync: StatusSync, correlation_id: str) -> None:
-    config = TicketingConfig.objects.for_account(connection.account).first()
-    board_id = config.board_id if config is not None and config.vendor == "connectwise" else ""
-    if not board_id:
-        StatusSync.objects.filter(pk=sync.pk).update(
-            mode=StatusSync.Mode.NONE, last_error="Choose a board on the Ticketing page; the callback watches that board.")
-        return
-    if sync.mode == StatusSync.Mode.CALLBACK and sync.remote_object_id == board_id and sync.secret_hash:
-        return  # already watching this board
-    token = secrets.token_urlsafe(32)
-    prefix = hook_url("connectwise", connection.pk)
-    provider = integration_services.build_provider(connection, action="webhook.register", correlation_id=correlation_id)
-    callback_id = provider.ensure_callback(f"{prefix}{token}/?recordId=", board_id=board_id, url_prefix=prefix)
     StatusSync.objects.filter(pk=sync.pk).update(
-        mode=StatusSync.Mode.CALLBACK, secret_hash=secret_hash(token), remote_id=callback_id, remote_object_id=board_id,
-        fallback_reason="", registered_at=timezone.now(), last_error="",
+        mode=way.mode, secret_hash=secret_hash(secret), remote_id=subscription.remote_id,
+        remote_object_id=subscription.remote_object_id, fallback_reason="", registered_at=timezone.now(), last_error="",
     )
-    _log(connection, f"Registered a ConnectWise callback for tickets on board {config.board_name or board_id}.", correlation_id)
+    _log(connection, way.registered_message(registry.provider(connection.vendor).name, (config.board_name or board_id) if config else ""),
+         correlation_id)
 
 
 # --- removing --------------------------------------------------------------------------------------
@@ -269,11 +262,9 @@ def remove(sync_id: int, correlation_id: str) -> bool:
         provider = integration_services.build_provider(connection, action="webhook.remove", correlation_id=correlation_id)
         # Its request log rows cannot point at the deleted connection.
         provider.transport.on_request = _unlinked_request_logger(account, correlation_id)
-        if sync.vendor == "halo":
-            provider.remove_webhook(sync.remote_id)
-        elif sync.vendor == "connectwise":
-            provider.remove_callback(sync.remote_id)
-        message, outcome = f"Removed the {connection.get_vendor_display()} {'webhook' if sync.vendor == 'halo' else 'callback'}.", IntegrationLog.Outcome.OK
+        way = capability(sync.vendor)
+        way.unsubscribe(provider, sync.remote_id)
+        message, outcome = f"Removed the {connection.get_vendor_display()} {way.noun}.", IntegrationLog.Outcome.OK
     except PsaError as exc:
         if not exc.permanent:
             raise

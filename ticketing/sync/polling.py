@@ -1,19 +1,16 @@
-"""Two-way sync by polling: Autotask (tickets changed since the last poll, by lastActivityDate),
-and Halo / ConnectWise where their webhook or callback could not be registered.
+"""Two-way sync by polling: where the PSA has no ticket webhooks, and where its webhook or
+callback could not be registered.
 
 A beat task (`ticketing.poll_status_due`, every minute) queues one `ticketing.poll_status` per
 due StatusSync; each poll is a handful of requests on the PSA's rate limiter (the shared
-limiter of integrations.limits), well inside Autotask's 10,000 requests an hour:
-- Autotask: Tickets/query `lastActivityDate gt <watermark - overlap>` and `externalID beginsWith
-  "hub-<account>-"` (the hub's own tickets), 500 a page, following nextPageUrl.
-- ConnectWise: service/tickets `board/id = <board> and lastUpdated > [<watermark - overlap>]`.
-- Halo: GET Tickets?ticketids=<the hub's open or recently closed tickets>, 100 ids a call, and
-  those whose last_update is past the watermark.
+limiter of integrations.limits). The PSA's status-sync capability asks for the changes of the
+hub's own tickets (PollScope: the hub's reference prefix, their boards, the open or recently
+closed ones) since the watermark minus an overlap; those changed after it are applied.
 The watermark moves to the newest change seen, never back, so a later poll asks for less.
 
-Where a Halo webhook or a ConnectWise callback is registered, the same poll still runs every
-RECONCILE_MINUTES: a change the PSA never delivered (an outage on either side, a Halo webhook
-without the right events) is caught up then. Re-reading a change already applied is a no-op.
+Where a webhook or callback is registered, the same poll still runs every RECONCILE_MINUTES: a
+change the PSA never delivered (an outage on either side, a webhook without the right events)
+is caught up then. Re-reading a change already applied is a no-op.
 """
 
 from __future__ import annotations
@@ -25,13 +22,14 @@ from django.utils import timezone
 
 from integrations import services as integration_services
 from integrations.base.errors import PsaError
+from integrations.base.status_sync import PollScope
 from integrations.models import Connection, IntegrationLog
-from ticketing import inbound
-from ticketing.models import StatusSync, Ticket, TicketingConfig
-from ticketing.status_sync import POLL_OVERLAP, poll_minutes
+from ticketing.sync import inbound
+from ticketing.models import Incident, StatusSync, Ticket, TicketingConfig
+from ticketing.sync.registration import POLL_OVERLAP, capability, poll_minutes
 
-# Halo polls tickets by id: those open, or closed within this long (they may be reopened).
-HALO_RECENT = timezone.timedelta(days=14)
+# Tickets a poll may ask about by id: those open, or closed within this long (they may be reopened).
+RECENT = timezone.timedelta(days=14)
 RECONCILE_MINUTES = 30
 POLLED_MODES = (StatusSync.Mode.POLL, StatusSync.Mode.WEBHOOK, StatusSync.Mode.CALLBACK)
 
@@ -68,19 +66,19 @@ def poll(sync_id: int, correlation_id: str) -> int:
     if not known.exists():
         StatusSync.objects.filter(pk=sync.pk).update(last_polled_at=started)
         return 0
+    config = TicketingConfig.objects.for_account(account).first()
+    boards = set(known.exclude(board_id="").values_list("board_id", flat=True))
+    if config is not None and config.vendor == connection.vendor and config.board_id:
+        boards.add(config.board_id)
+    recent = known.filter(Q(closed_at__isnull=True) | Q(closed_at__gte=started - RECENT))
+    scope = PollScope(reference_prefix=Incident.reference_prefix(account.pk), board_ids=tuple(sorted(boards)),
+                      ticket_ids=tuple(recent.values_list("ticket_id", flat=True)))
     provider = integration_services.build_provider(connection, action="ticket.poll", correlation_id=correlation_id)
     adapter = provider.ticketing()
     try:
-        if connection.vendor == "autotask":
-            changes = list(adapter.changes_since(_iso(since), f"hub-{account.pk}-"))
-        elif connection.vendor == "connectwise":
-            config = TicketingConfig.objects.for_account(account).first()
-            boards = set(known.exclude(board_id="").values_list("board_id", flat=True)) | ({config.board_id} if config and config.board_id else set())
-            changes = [c for board in sorted(boards) for c in adapter.changes_since(_iso(since), board)]
-        else:
-            recent = known.filter(Q(closed_at__isnull=True) | Q(closed_at__gte=started - HALO_RECENT))
-            changes = [c for c in adapter.changes_of(list(recent.values_list("ticket_id", flat=True)))
-                       if (inbound.parse_psa_time(c.changed_at_iso) or started) > since]
+        # The PSA may answer with a little more than asked (an id list, the overlap): keep what changed after `since`.
+        changes = [change for change in capability(connection.vendor).changes(adapter, _iso(since), scope)
+                   if (inbound.parse_psa_time(change.changed_at_iso) or started) > since]
     except PsaError as exc:
         if not exc.permanent:
             raise

@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 
 from hub.tenancy import role_required
 from integrations.models import Connection
-from ticketing import outbound, polling, status_sync
+from ticketing.sync import host, polling, registration
 from ticketing.models import StatusSync
 
 
@@ -39,15 +39,15 @@ def context_for(account) -> dict:
     return {
         "connection": connection,
         "sync": sync,
-        "sync_notice": status_sync.fallback_notice(sync),
+        "sync_notice": registration.fallback_notice(sync),
         "reconcile_minutes": polling.RECONCILE_MINUTES,
-        "attempts": outbound.recent_attempts(account),
+        "attempts": host.recent_attempts(account),
     }
 
 
 @role_required()
 def webhook_page(request):
-    hook = outbound.webhook_for(request.account)
+    hook = host.webhook_for(request.account)
     initial = {"url": hook.url if hook else "", "active": hook.active if hook else True}
     form = HostWebhookForm(initial=initial, secret_set=bool(hook and hook.secret_set))
     if request.method == "POST":
@@ -56,7 +56,7 @@ def webhook_page(request):
             return redirect("ticketing_webhook")
         form = HostWebhookForm(request.POST, secret_set=bool(hook and hook.secret_set))
         if form.is_valid():
-            outbound.save_webhook(request.account, url=form.cleaned_data["url"], secret=form.cleaned_data["secret"] or None,
+            host.save_webhook(request.account, url=form.cleaned_data["url"], secret=form.cleaned_data["secret"] or None,
                                   active=form.cleaned_data["active"])
             messages.success(request, "Webhook saved.")
             return redirect("ticketing_webhook")

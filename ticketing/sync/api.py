@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from hub.api import AccountRolePermission
-from ticketing import outbound, status_sync, views_sync
+from ticketing.sync import host, registration, views
 
 
 class HostWebhookSerializer(serializers.Serializer):
@@ -35,15 +35,15 @@ class HostWebhookView(APIView):
     permission_classes = [AccountRolePermission]
 
     def _document(self, account) -> dict:
-        hook = outbound.webhook_for(account)
-        context = views_sync.context_for(account)
+        hook = host.webhook_for(account)
+        context = views.context_for(account)
         sync = context["sync"]
         return {
             "url": hook.url if hook else "",
             "secret_set": bool(hook and hook.secret_set),
             "active": hook.active if hook else True,
             "status_sync": sync.mode if sync else "none",
-            "status_sync_notice": status_sync.fallback_notice(sync),
+            "status_sync_notice": registration.fallback_notice(sync),
             "recent_attempts": [
                 {"at": a.created_at, "incident": a.delivery.incident_id, "event_id": a.delivery.event_id,
                  "status_code": a.status_code, "duration_ms": a.duration_ms, "error": a.error}
@@ -59,9 +59,9 @@ class HostWebhookView(APIView):
     def put(self, request):
         payload = HostWebhookWriteSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        hook = outbound.webhook_for(request.account)
+        hook = host.webhook_for(request.account)
         data = payload.validated_data
         if data["url"] and not (data.get("secret") or (hook and hook.secret_set)):
             raise serializers.ValidationError({"secret": ["Set a signing secret: every delivery is signed."]})
-        outbound.save_webhook(request.account, url=data["url"], secret=data.get("secret") or None, active=data["active"])
+        host.save_webhook(request.account, url=data["url"], secret=data.get("secret") or None, active=data["active"])
         return Response(self._document(request.account))

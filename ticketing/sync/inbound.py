@@ -12,7 +12,7 @@ The rules (DESIGN.md rule 9, issue 7):
   change coming back, or a replay: nothing happens;
 - a PSA status that the ticket's status map does not name is logged, not applied;
 - otherwise the incident changes with source="psa" (so it is not sent back to the PSA) and the
-  host product is told (ticketing/outbound.py).
+  host product is told (ticketing/host.py).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from hub.models import Account
 from integrations import services as integration_services
 from integrations.base.errors import NotFoundError, PsaError
 from integrations.models import Connection, IntegrationLog
-from ticketing import outbound, services
+from ticketing import services
+from ticketing.sync import host
 from ticketing.models import CLOSING_STATUSES, STATUSES, Ticket, TicketingConfig, WebhookReceipt
 
 logger = logging.getLogger(__name__)
@@ -156,7 +157,7 @@ def apply_ticket_status(
         _log(account, f"{source_detail}: ticket {name} changed in the PSA: incident #{incident.pk} {current} → "
              f"{status}.", incident=incident, connection=connection, correlation_id=correlation_id)
     incident, previous, ticket = notify
-    outbound.notify(incident, previous, ticket, changed_at or timezone.now())
+    host.notify(incident, previous, ticket, changed_at or timezone.now())
     return APPLIED
 
 
