@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from integrations import registry
+
 ROOT = Path(__file__).resolve().parent.parent
-VENDOR_PACKAGES = ["base", "connectwise", "autotask", "halo"]
+# Every registered PSA's package, and the base they share.
+VENDOR_PACKAGES = ["base", *registry.slugs()]
 # What a vendor package may import besides the standard library and its own modules.
 VENDOR_ALLOWED_THIRD_PARTY = {"requests", "urllib3"}
 APP_PACKAGES = ["hub", "integrations", "ticketing", "billing"]
@@ -41,6 +44,16 @@ def _imports(path: Path) -> list[str]:
             # `from package import module` imports the module too.
             names.extend(f"{module}.{alias.name}" for alias in node.names)
     return names
+
+
+def test_every_vendor_package_is_registered():
+    """A folder with a provider.py is a PSA: registered, so the rules below and the contract suites
+    see it (a package that escaped the registry would escape them too)."""
+    packages = {path.parent.name for path in (ROOT / "integrations").glob("*/provider.py")} - {"base"}
+    assert packages == set(registry.slugs()), "register each PSA package in integrations/registry.py"
+    for provider in registry.PROVIDERS:
+        assert provider.__module__ == f"integrations.{provider.slug}.provider", (
+            f"{provider.__name__} lives in {provider.__module__}; a PSA's slug names its package")
 
 
 def _vendor_files() -> list[Path]:

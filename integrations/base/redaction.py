@@ -22,10 +22,6 @@ SECRET_HEADERS = frozenset(
         "Proxy-Authorization",
         "Cookie",
         "Set-Cookie",
-        "Secret",  # Autotask
-        "ApiIntegrationCode",  # Autotask tracking identifier
-        "UserName",  # Autotask API user
-        "clientId",  # ConnectWise: the hub's own integration id
         "X-Api-Key",
         "X-Hub-Signature",
         "x-content-signature",
@@ -43,8 +39,10 @@ def is_secret_name(name: str) -> bool:
     return bool(_SECRET_FIELD.search(name or ""))
 
 
-def redact_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    return {k: (MASK if k.lower() in SECRET_HEADERS or is_secret_name(k) else v) for k, v in headers.items()}
+def redact_headers(headers: Mapping[str, str], secret_headers: Iterable[str] = ()) -> dict[str, str]:
+    """`secret_headers`: the PSA's own credential headers (its provider's `secret_headers`)."""
+    names = SECRET_HEADERS | {name.lower() for name in secret_headers}
+    return {k: (MASK if k.lower() in names or is_secret_name(k) else v) for k, v in headers.items()}
 
 
 def _redact_structure(value, secrets: Iterable[str] = ()):

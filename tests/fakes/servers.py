@@ -26,7 +26,10 @@ from tests.fakes.autotask_server import AutotaskFake
 from tests.fakes.connectwise_server import FakeConnectWise
 from tests.fakes.halo_server import HaloFake
 
-VENDORS = ("connectwise", "autotask", "halo")
+from integrations import registry
+
+# One fake per registered PSA (tests/unit/test_fakes.py checks it): the tiers parametrise over these.
+VENDORS = registry.slugs()
 
 
 class NotAPsa:

@@ -6,8 +6,15 @@ import json
 
 import pytest
 
+from integrations import registry
 from integrations.base import redaction
-from integrations.base.redaction import MASK, redact_body, redact_headers, redact_url, redact_values
+from integrations.base.redaction import (
+    MASK,
+    redact_body,
+    redact_headers,
+    redact_url,
+    redact_values,
+)
 
 
 @pytest.mark.parametrize(
@@ -31,7 +38,8 @@ from integrations.base.redaction import MASK, redact_body, redact_headers, redac
 )
 def test_secret_headers_are_masked(name):
     headers = {name: "value-that-must-not-show", "Content-Type": "application/json", "Accept": "*/*"}
-    assert redact_headers(headers) == {name: MASK, "Content-Type": "application/json", "Accept": "*/*"}
+    psa_headers = [header for provider in registry.PROVIDERS for header in provider.secret_headers]
+    assert redact_headers(headers, psa_headers) == {name: MASK, "Content-Type": "application/json", "Accept": "*/*"}
 
 
 def test_ordinary_headers_are_kept():
