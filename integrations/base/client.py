@@ -3,8 +3,10 @@
 `HttpClient.request` is the only place a PSA request is sent. Around each send it applies the
 private-network guard, the caller's rate limiter and concurrency cap, connect/read timeouts,
 retries with exponential backoff and full jitter (honouring Retry-After), redaction, and the
-caller's `on_request` hook, through which the service layer writes one IntegrationLog row per
-request. Vendor clients subclass it and override three hooks: `authorize` (credentials on the
+caller's hooks: `on_sending` just before a request leaves (the service layer writes its log row
+then, so a request whose worker dies in flight is still on record as "sent, no answer yet") and
+`on_request` once it has an outcome (the row is completed). `before_send` lets the caller renew
+its claims (a heartbeat) before each request. Vendor clients subclass it and override three hooks: `authorize` (credentials on the
 request), `vendor_message` (the PSA's error body) and `permission_for` (which permission a
 refused path needs).
 
@@ -21,6 +23,7 @@ import contextlib
 import email.utils
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ContextManager, Protocol
@@ -58,6 +61,9 @@ class RequestRecord:
     response_excerpt: str
     attempt: int
     error: str = ""
+    # The same for the "sending" record and the final one of one attempt.
+    id: str = ""
+    pending: bool = False  # sent (or about to be), no answer yet
 
 
 class Limiter(Protocol):
@@ -86,7 +92,9 @@ class Transport:
     # A Retry-After longer than this is not slept through: RateLimitedError lets Celery wait.
     max_inline_wait: float = 30.0
     limiter: Limiter = field(default_factory=NoLimit)
+    on_sending: Callable[[RequestRecord], None] | None = None
     on_request: Callable[[RequestRecord], None] | None = None
+    before_send: Callable[[], None] | None = None
     sleep: Callable[[float], None] = time.sleep
     session: requests.Session | None = None
     resolver: Callable[[str, int], list[str]] = netguard.resolve
@@ -184,8 +192,13 @@ class HttpClient:
                 self.authorize(request)
             prepared = self.session.prepare_request(request)
             response, failure, sent = None, None, False
-            started = time.monotonic()
+            record_id = uuid.uuid4().hex
             with transport.limiter.acquire(self.bucket_for(method, urlsplit(url).path)):
+                if transport.before_send is not None:
+                    transport.before_send()
+                started = time.monotonic()
+                self._record(method, prepared, json if json is not None else data, None, None, started, attempt,
+                             record_id, pending=True)
                 try:
                     response = self.session.send(
                         prepared, timeout=(transport.connect_timeout, transport.read_timeout), allow_redirects=False
@@ -201,7 +214,7 @@ class HttpClient:
                 except requests.exceptions.RequestException as exc:
                     # e.g. ChunkedEncodingError: the request went out, the answer broke off.
                     failure, sent = exc, True
-            self._record(method, prepared, json if json is not None else data, response, failure, started, attempt)
+            self._record(method, prepared, json if json is not None else data, response, failure, started, attempt, record_id)
 
             if response is not None and response.status_code in REDIRECT_STATUSES and "Location" in response.headers:
                 redirects += 1
@@ -309,8 +322,8 @@ class HttpClient:
             return InvalidError(f"{self.vendor} rejected the request.{suffix}", status=status, vendor_message=said)
         return UnavailableError(f"{self.vendor} failed (HTTP {status}).{suffix}", status=status, vendor_message=said)
 
-    def _record(self, method, prepared, sent_body, response, failure, started, attempt) -> None:
-        hook = self.transport.on_request
+    def _record(self, method, prepared, sent_body, response, failure, started, attempt, record_id, *, pending=False) -> None:
+        hook = self.transport.on_sending if pending else self.transport.on_request
         if hook is None:
             return
         parts = urlsplit(prepared.url)
@@ -326,6 +339,8 @@ class HttpClient:
                 response_excerpt=redaction.redact_body(response.content, self.secrets) if response is not None else "",
                 attempt=attempt,
                 error=self._safe(type(failure).__name__) if failure else "",
+                id=record_id,
+                pending=pending,
             )
         )
 

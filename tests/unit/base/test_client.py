@@ -988,3 +988,41 @@ def test_authorize_false_sends_no_credentials(rsps, client):
     rsps.get(url("zoneInformation"), json={})
     client.get("zoneInformation", authorize=False)
     assert "Authorization" not in rsps.calls[0].request.headers
+
+
+# --- the record made before a request leaves (a worker may die while it is in flight) -----------
+
+
+def test_each_attempt_is_recorded_as_sending_before_it_leaves_and_completed_after(make_client, rsps, records):
+    sending: list[RequestRecord] = []
+    seen_at_send: list[int] = []
+
+    def answer(request):
+        seen_at_send.append(len(sending))  # the PSA has the request: the "sending" record exists already
+        return (201, {}, json.dumps({"id": 7}))
+
+    rsps.add_callback(responses.POST, f"{BASE}/tickets", callback=answer)
+    make_client(on_sending=sending.append).request("POST", "tickets", json={"summary": "x", "password": SECRET})
+    assert seen_at_send == [1]
+    [before], [after] = sending, records
+    assert before.pending and not after.pending and before.id == after.id and before.id
+    assert (before.method, before.path, before.status) == ("POST", "/api/tickets", None)
+    assert SECRET not in before.request_excerpt and MASK in before.request_excerpt
+    assert after.status == 201
+
+
+def test_a_request_that_never_answers_is_still_on_record_as_sent(make_client, rsps, records):
+    sending: list[RequestRecord] = []
+    rsps.add(responses.POST, f"{BASE}/tickets", body=requests.exceptions.ReadTimeout("read timed out"))
+    with pytest.raises(UnavailableError) as raised:
+        make_client(on_sending=sending.append).request("POST", "tickets", json={"summary": "x"})
+    assert raised.value.outcome_unknown
+    assert [r.pending for r in sending] == [True] and records[0].id == sending[0].id and records[0].status is None
+
+
+def test_before_send_runs_before_every_attempt(make_client, rsps):
+    beats: list[int] = []
+    rsps.add(responses.GET, f"{BASE}/boards", status=503)
+    rsps.add(responses.GET, f"{BASE}/boards", json=[])
+    make_client(before_send=lambda: beats.append(len(rsps.calls))).request("GET", "boards")
+    assert beats == [0, 1]
